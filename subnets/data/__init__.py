@@ -1,0 +1,34 @@
+"""Offline data: named data sets as numpy arrays, and key-driven minibatches.
+
+Example:
+    >>> import jax
+    >>> from subnets import data
+    >>> x, y = data.load("digits", "train")
+    >>> data.DATASETS["digits"].num_classes
+    10
+    >>> xb, yb = next(data.batches(x, y, 32, key=jax.random.key(0)))
+    >>> xb.shape
+    (32, 8, 8, 1)
+"""
+
+from subnets.data.audio import HELLO_EDGE, MfccConfig, mfcc
+from subnets.data.batches import batches, epochs, num_batches
+from subnets.data.idx import read_idx, write_idx
+from subnets.data.loaders import DATASETS, FASHION_MNIST_DIR, SPLITS, DatasetInfo, info, load
+
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_DIR",
+    "HELLO_EDGE",
+    "SPLITS",
+    "DatasetInfo",
+    "MfccConfig",
+    "batches",
+    "epochs",
+    "info",
+    "load",
+    "mfcc",
+    "num_batches",
+    "read_idx",
+    "write_idx",
+]

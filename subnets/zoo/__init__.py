@@ -1,0 +1,76 @@
+"""The model zoo: Flax models exposed functionally, each with its channel graph.
+
+Example:
+    >>> import jax, subnets
+    >>> net = subnets.zoo.create("ds-cnn-s", num_classes=12)
+    >>> v = net.init(jax.random.key(0))
+    >>> net.apply(v, jax.numpy.zeros((2, 49, 10, 1))).shape
+    (2, 12)
+    >>> len(net.graph.free)
+    5
+
+References:
+    Zhang et al., Hello Edge (arXiv:1711.07128); Nunez et al., LCS (arXiv:2110.04252);
+    Eccles et al., DNNShifter (2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from subnets.zoo.common import NORMS, Net
+from subnets.zoo.kws import CNNConfig, DNNConfig, DSCNNConfig, make_cnn, make_dnn, make_dscnn
+from subnets.zoo.resnet import PreResNetConfig, make_preresnet
+from subnets.zoo.vgg import VGGConfig, make_vgg
+
+__all__ = ["NAMES", "NORMS", "Net", "create"]
+
+KWS_FLAT = (250,)
+KWS_MAP = (49, 10, 1)
+
+# name -> (builder, config, default input shape, default norm)
+_REGISTRY: dict[str, tuple[Callable, object, tuple, str]] = {
+    "dnn-s": (make_dnn, DNNConfig((144, 144, 144)), KWS_FLAT, "none"),
+    "dnn-m": (make_dnn, DNNConfig((256, 256, 256)), KWS_FLAT, "none"),
+    "dnn-l": (make_dnn, DNNConfig((436, 436, 436)), KWS_FLAT, "none"),
+    "cnn-s": (make_cnn, CNNConfig((28, 30), 16), KWS_MAP, "batch"),
+    "cnn-m": (make_cnn, CNNConfig((64, 48), 16), KWS_MAP, "batch"),
+    "cnn-l": (make_cnn, CNNConfig((60, 76), 58), KWS_MAP, "batch"),
+    "ds-cnn-s": (make_dscnn, DSCNNConfig(64, 4), KWS_MAP, "batch"),
+    "ds-cnn-m": (make_dscnn, DSCNNConfig(172, 4, stem_stride=(2, 1), first_dw_stride=(2, 2)),
+                 KWS_MAP, "batch"),
+    "ds-cnn-l": (make_dscnn, DSCNNConfig(276, 5, stem_stride=(2, 1), first_dw_stride=(2, 2)),
+                 KWS_MAP, "batch"),
+    "vision-ds-cnn": (make_dscnn, DSCNNConfig(64, 4, stem_kernel=(3, 3)), (28, 28, 1), "batch"),
+    "cpreresnet20": (make_preresnet, PreResNetConfig(), (32, 32, 3), "batch"),
+    "vgg16": (make_vgg, VGGConfig(), (32, 32, 3), "batch"),
+}
+
+NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def create(name: str, *, num_classes: int, input_shape: tuple[int, ...] | None = None,
+           norm: str | None = None) -> Net:
+    """Build a zoo network.
+
+    Args:
+        name: one of :data:`NAMES`.
+        num_classes: classifier outputs.
+        input_shape: one example's shape without the batch axis (default: the model's own,
+            e.g. 49x10x1 for KWS CNNs; DNNs flatten whatever they get).
+        norm: ``"batch"``, ``"group"``, ``"instance"`` or ``"none"`` (default: the model's own).
+
+    Returns:
+        A :class:`Net` with ``init``, ``apply``, ``graph`` and ``name``.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(NAMES)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    builder, cfg, default_shape, default_norm = _REGISTRY[name]
+    shape = tuple(int(s) for s in (input_shape or default_shape))
+    if builder is make_dnn:
+        pass
+    elif len(shape) != 3:
+        raise ValueError(f"{name} needs an (H, W, C) input_shape, got {shape}")
+    return builder(name, cfg, num_classes, shape, norm or default_norm)

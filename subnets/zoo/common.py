@@ -1,0 +1,166 @@
+"""What every zoo model shares: the functional ``Net`` wrapper, norm layers, graph helpers.
+
+A zoo model is a Flax Linen module whose channel counts are constructor arguments. ``Net.apply``
+reads the widths off the variables' shapes (through the channel graph) and builds the module at
+those widths, so full, sliced and permuted variables all run through the same ``apply``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from subnets.graph import ChannelGraph, Member, Path
+
+NORMS = ("batch", "group", "instance", "none")
+
+
+@dataclass(frozen=True)
+class Net:
+    """A zoo network exposed functionally.
+
+    Attributes:
+        name: zoo name, e.g. ``"ds-cnn-s"``.
+        graph: the channel graph of its variables.
+        input_shape: one example's shape (no batch axis).
+        num_classes: classifier outputs.
+        norm: the norm kind in use.
+        module: ``module(widths: dict) -> flax.linen.Module`` at those widths.
+    """
+
+    name: str
+    graph: ChannelGraph
+    input_shape: tuple[int, ...]
+    num_classes: int
+    norm: str
+    module: Callable[[Mapping[str, int]], nn.Module]
+
+    def init(self, key: jax.Array) -> dict:
+        """Fresh variables (``params`` and, with BatchNorm, ``batch_stats``)."""
+        x = jnp.zeros((1,) + tuple(self.input_shape), jnp.float32)
+        variables = self.module(self.graph.sizes).init(key, x, train=False)
+        return jax.tree.map(lambda a: a, dict(variables))
+
+    def apply(self, variables: Mapping, x: jax.Array, *, train: bool = False,
+              mutable: bool = False) -> Any:
+        """Logits for a batch ``x``; widths are inferred from the variables' shapes.
+
+        Args:
+            variables: full, permuted, masked or width-sliced variables.
+            x: a batch of inputs, shape ``(N,) + input_shape``.
+            train: batch statistics instead of running averages in BatchNorm.
+            mutable: also return the updated ``batch_stats`` as ``(logits, new_batch_stats)``
+                (only meaningful with ``train=True`` and BatchNorm).
+        """
+        module = self.module(self.graph.widths_of(variables))
+        has_stats = "batch_stats" in variables
+        if train and has_stats:
+            logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            return (logits, updates["batch_stats"]) if mutable else logits
+        logits = module.apply(variables, x, train=train)
+        if mutable:
+            return logits, variables.get("batch_stats", {})
+        return logits
+
+    def __repr__(self) -> str:
+        return (f"Net({self.name!r}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes}, norm={self.norm!r})")
+
+
+def group_count(channels: int, cap: int = 32) -> int:
+    """GroupNorm groups: the largest divisor of ``channels`` not above ``cap``.
+
+    LCS uses 32 groups capped at the channel count; a sliced width need not be divisible by
+    32, so we take the nearest divisor below instead of failing.
+    """
+    for g in range(min(cap, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def norm_layer(kind: str, name: str, channels: int, train: bool) -> Callable:
+    """The norm after a layer with ``channels`` outputs."""
+    if kind == "batch":
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            name=name)
+    if kind == "group":
+        return nn.GroupNorm(num_groups=group_count(channels), epsilon=1e-5, name=name)
+    if kind == "instance":
+        return nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, name=name)
+    return lambda h: h
+
+
+def norm_members(kind: str, name: str) -> list[Member]:
+    """Channel-graph members of a norm layer called ``name``."""
+    if kind == "none":
+        return []
+    members = [Member(("params", name, "scale"), 0), Member(("params", name, "bias"), 0)]
+    if kind == "batch":
+        members += [Member(("batch_stats", name, "mean"), 0),
+                    Member(("batch_stats", name, "var"), 0)]
+    return members
+
+
+def out_members(name: str, *, bias: bool = True, ndim: int = 4) -> list[Member]:
+    """Output-channel members of a conv (HWIO, ``ndim=4``) or dense (``ndim=2``) layer."""
+    members = [Member(("params", name, "kernel"), ndim - 1)]
+    if bias:
+        members.append(Member(("params", name, "bias"), 0))
+    return members
+
+
+def in_member(name: str, *, ndim: int = 4, spatial: int = 1) -> Member:
+    """Input-channel member of a conv (HWIO) or dense kernel."""
+    return Member(("params", name, "kernel"), ndim - 2, spatial)
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "SAME":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def path_str(path: Path) -> str:
+    return "/".join(path)
+
+
+class GraphBuilder:
+    """Accumulates groups and layers while a zoo model's structure is laid out."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict] = {}
+        self._layers: list = []
+
+    def group(self, name: str, size: int, *members: Member, fixed: bool = False) -> str:
+        self._groups[name] = {"size": size, "members": list(members), "fixed": fixed}
+        return name
+
+    def add(self, name: str, *members: Member) -> None:
+        self._groups[name]["members"].extend(members)
+
+    def layer(self, name: str, kind: str, in_group: str, out_group: str, *, positions: int = 1,
+              window: int = 1, in_positions: int = 1) -> None:
+        from subnets.graph import Layer
+
+        self._layers.append(Layer(("params", name, "kernel"), kind, in_group, out_group,
+                                  positions, window, in_positions))
+
+    def build(self) -> ChannelGraph:
+        from subnets.graph import Group
+
+        groups = tuple(Group(n, g["size"], tuple(g["members"]), g["fixed"])
+                       for n, g in self._groups.items())
+        return ChannelGraph(groups, tuple(self._layers))

@@ -1,0 +1,119 @@
+"""cPreResNet20: the pre-activation bottleneck ResNet that LCS uses on CIFAR-10.
+
+Three stages of two bottleneck blocks (planes 16/32/64, expansion 4, strides 1/2/2); the first
+block of each stage has a 1x1 projection shortcut applied to the block's raw input. Each
+block's two inner widths are channel groups of their own; each stage's residual stream (the
+projection's output, every block's last conv output, every block's pre-activation norm and first
+conv input, up to the next stage's projection input) is ONE group.
+
+References:
+    Nunez et al., LCS (arXiv:2110.04252); He et al., Identity Mappings in Deep Residual Networks
+    (ECCV 2016); Liu et al., Network Slimming (ICCV 2017), whose preresnet layout LCS reuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from subnets.zoo.common import (
+    GraphBuilder,
+    Net,
+    check_norm,
+    conv_out_size,
+    in_member,
+    norm_layer,
+    norm_members,
+    out_members,
+)
+
+
+@dataclass(frozen=True)
+class PreResNetConfig:
+    stem: int = 16
+    planes: tuple[int, ...] = (16, 32, 64)
+    blocks: int = 2
+    expansion: int = 4
+
+
+def _block_name(s: int, b: int) -> str:
+    return f"s{s}b{b}"
+
+
+class PreResNet(nn.Module):
+    cfg: PreResNetConfig
+    widths: tuple
+    num_classes: int
+    norm: str
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        w = dict(self.widths)
+        cfg = self.cfg
+        h = nn.Conv(w["stem"], (3, 3), padding="SAME", use_bias=False, name="stem")(x)
+        stream = "stem"
+        for s in range(len(cfg.planes)):
+            for b in range(cfg.blocks):
+                n = _block_name(s, b)
+                stride = (2, 2) if (s > 0 and b == 0) else (1, 1)
+                a = nn.relu(norm_layer(self.norm, f"{n}_norm1", w[stream], train)(h))
+                a = nn.Conv(w[f"{n}a"], (1, 1), use_bias=False, name=f"{n}_conv1")(a)
+                a = nn.relu(norm_layer(self.norm, f"{n}_norm2", w[f"{n}a"], train)(a))
+                a = nn.Conv(w[f"{n}b"], (3, 3), stride, padding="SAME", use_bias=False,
+                            name=f"{n}_conv2")(a)
+                a = nn.relu(norm_layer(self.norm, f"{n}_norm3", w[f"{n}b"], train)(a))
+                a = nn.Conv(w[f"s{s}"], (1, 1), use_bias=False, name=f"{n}_conv3")(a)
+                if b == 0:
+                    h = nn.Conv(w[f"s{s}"], (1, 1), stride, use_bias=False,
+                                name=f"{n}_down")(h)
+                h = a + h
+                stream = f"s{s}"
+        h = nn.relu(norm_layer(self.norm, "final_norm", w[stream], train)(h))
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="classifier")(h)
+
+
+def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shape,
+                   norm: str) -> Net:
+    norm = check_norm(norm)
+    hh, ww, cin = input_shape
+    b_ = GraphBuilder()
+    b_.group("in", cin, in_member("stem"), fixed=True)
+    b_.group("stem", cfg.stem, *out_members("stem", bias=False))
+    b_.layer("stem", "conv", "in", "stem", positions=hh * ww, window=9, in_positions=hh * ww)
+    stream = "stem"
+    for s, planes in enumerate(cfg.planes):
+        for b in range(cfg.blocks):
+            n = _block_name(s, b)
+            stride = 2 if (s > 0 and b == 0) else 1
+            pos_in = hh * ww
+            # The pre-activation norm and first conv read the incoming stream.
+            b_.add(stream, *norm_members(norm, f"{n}_norm1"), in_member(f"{n}_conv1"))
+            if b == 0:
+                b_.add(stream, in_member(f"{n}_down"))
+            b_.group(f"{n}a", planes, *out_members(f"{n}_conv1", bias=False),
+                     *norm_members(norm, f"{n}_norm2"), in_member(f"{n}_conv2"))
+            b_.layer(f"{n}_conv1", "conv", stream, f"{n}a", positions=pos_in,
+                     in_positions=pos_in)
+            hh = conv_out_size(hh, 3, stride, "SAME")
+            ww = conv_out_size(ww, 3, stride, "SAME")
+            b_.group(f"{n}b", planes, *out_members(f"{n}_conv2", bias=False),
+                     *norm_members(norm, f"{n}_norm3"), in_member(f"{n}_conv3"))
+            b_.layer(f"{n}_conv2", "conv", f"{n}a", f"{n}b", positions=hh * ww, window=9,
+                     in_positions=pos_in)
+            out = f"s{s}"
+            if b == 0:
+                b_.group(out, planes * cfg.expansion, *out_members(f"{n}_down", bias=False))
+                b_.layer(f"{n}_down", "conv", stream, out, positions=hh * ww,
+                         in_positions=pos_in)
+            b_.add(out, *out_members(f"{n}_conv3", bias=False))
+            b_.layer(f"{n}_conv3", "conv", f"{n}b", out, positions=hh * ww,
+                     in_positions=hh * ww)
+            stream = out
+    b_.add(stream, *norm_members(norm, "final_norm"), in_member("classifier", ndim=2))
+    b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
+    b_.layer("classifier", "dense", stream, "out")
+    return Net(name, b_.build(), tuple(input_shape), num_classes, norm,
+               lambda w: PreResNet(cfg, tuple(sorted(dict(w).items())), num_classes, norm))

@@ -1,0 +1,78 @@
+"""CIFAR-style VGG-16 (13 conv layers with norm, global average pool, one linear classifier).
+
+This is the OpenLTH ``cifar_vgg_16`` layout DNNShifter prunes. Max pools use SAME padding so
+28x28 inputs (Fashion-MNIST) also reach a 1x1 map after five pools.
+
+References:
+    Eccles et al., DNNShifter (2023); Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019);
+    Simonyan & Zisserman, VGG (ICLR 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from subnets.zoo.common import (
+    GraphBuilder,
+    Net,
+    check_norm,
+    conv_out_size,
+    in_member,
+    norm_layer,
+    norm_members,
+    out_members,
+)
+
+VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M")
+
+
+@dataclass(frozen=True)
+class VGGConfig:
+    plan: tuple = VGG16_PLAN
+
+
+class VGG(nn.Module):
+    cfg: VGGConfig
+    widths: tuple
+    num_classes: int
+    norm: str
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        w = dict(self.widths)
+        h, i = x, 0
+        for item in self.cfg.plan:
+            if item == "M":
+                h = nn.max_pool(h, (2, 2), (2, 2), padding="SAME")
+                continue
+            h = nn.Conv(w[f"v{i}"], (3, 3), padding="SAME", name=f"conv{i}")(h)
+            h = nn.relu(norm_layer(self.norm, f"norm{i}", w[f"v{i}"], train)(h))
+            i += 1
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="classifier")(h)
+
+
+def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str) -> Net:
+    norm = check_norm(norm)
+    hh, ww, cin = input_shape
+    b = GraphBuilder()
+    prev = b.group("in", cin, in_member("conv0"), fixed=True)
+    i = 0
+    for item in cfg.plan:
+        if item == "M":
+            hh, ww = conv_out_size(hh, 2, 2, "SAME"), conv_out_size(ww, 2, 2, "SAME")
+            continue
+        g = b.group(f"v{i}", item, *out_members(f"conv{i}"), *norm_members(norm, f"norm{i}"))
+        if i > 0:
+            b.add(prev, in_member(f"conv{i}"))
+        b.layer(f"conv{i}", "conv", prev, g, positions=hh * ww, window=9, in_positions=hh * ww)
+        prev, i = g, i + 1
+    b.add(prev, in_member("classifier", ndim=2))
+    b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
+    b.layer("classifier", "dense", prev, "out")
+    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+               lambda w: VGG(cfg, tuple(sorted(dict(w).items())), num_classes, norm))

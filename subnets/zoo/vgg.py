@@ -75,4 +75,4 @@ def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", prev, "out")
     return Net(name, b.build(), tuple(input_shape), num_classes, norm,
-               lambda w: VGG(cfg, tuple(sorted(dict(w).items())), num_classes, norm))
+               lambda w, **_: VGG(cfg, tuple(sorted(dict(w).items())), num_classes, norm))

@@ -1,0 +1,5 @@
+import sys
+
+from subnets.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""``subnets export RUN_DIR --board nano33ble --out DIR``: int8 TFLite + C arrays per level.
+
+RUN_DIR is what ``subnets nest --out DIR`` wrote: ``family.subnets`` (the family) and
+``metrics.json`` (which names the data set). Calibration inputs come from the data set's training
+split, evaluation from its test split; ``--data synthetic`` calibrates on uniform noise and skips
+evaluation (for inputs with no offline data set, such as Speech Commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="export a family's levels to int8 TFLite / TFLite-Micro",
+                       description="Convert every level of a trained family to a full-int8 "
+                                   "TFLite model, check it in the TFLite-Micro interpreter, "
+                                   "write C arrays and manifest.json, and check board budgets.")
+    p.add_argument("run_dir", help="directory written by `subnets nest --out`")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--board", default="nano33ble",
+                   help="nano33ble (1 MB flash, 256 KB RAM), pico (2 MB, 264 KB) or custom "
+                        "(with --flash-kb and --ram-kb)")
+    p.add_argument("--flash-kb", type=float, default=None, help="custom board flash, KiB")
+    p.add_argument("--ram-kb", type=float, default=None, help="custom board RAM, KiB")
+    p.add_argument("--data", default=None,
+                   help="data set for calibration/evaluation (default: from metrics.json); "
+                        "'synthetic' = uniform noise, no evaluation")
+    p.add_argument("--representative", type=int, default=300,
+                   help="training inputs used to calibrate int8 ranges")
+    p.add_argument("--eval", type=int, default=1000, help="test samples evaluated per level")
+    p.add_argument("--float", action="store_true", help="float32 models instead of int8")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _load_family(run_dir: Path) -> Any:
+    path = run_dir / "family.subnets"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: RUN_DIR must be a `subnets nest --out` "
+                                "directory")
+    try:
+        from subnets.runtime.family import Family
+    except ImportError as e:
+        raise ValueError(f"cannot load {path}: subnets.runtime.family is unavailable ({e})") from e
+    return Family.load(path)
+
+
+def _board(args) -> Any:
+    from subnets.export import Board, get_board
+
+    if args.flash_kb is not None or args.ram_kb is not None or args.board == "custom":
+        if args.flash_kb is None or args.ram_kb is None:
+            raise ValueError("a custom board needs both --flash-kb and --ram-kb")
+        return Board(args.board, int(args.flash_kb * 1024), int(args.ram_kb * 1024))
+    return get_board(args.board)
+
+
+def _dataset_name(args, run_dir: Path) -> str:
+    if args.data:
+        return args.data
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        meta = json.loads(metrics.read_text())
+        for key in ("data", "dataset"):
+            if isinstance(meta.get(key), str):
+                return meta[key]
+    raise ValueError(f"{metrics} names no data set ('data' key); pass --data NAME "
+                     "(or --data synthetic)")
+
+
+def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any]:
+    shape = tuple(net.input_shape)
+    if name == "synthetic":
+        rng = np.random.default_rng(0)
+        return rng.random((n_rep,) + shape, dtype=np.float32), None
+    from subnets import data
+
+    x, _ = data.load(name, "train")
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"data set {name!r} has inputs {tuple(x.shape[1:])}, the family's "
+                         f"net {getattr(net, 'name', '')} takes {shape}")
+    rep = x[np.random.default_rng(0).choice(len(x), min(n_rep, len(x)), replace=False)]
+    xt, yt = data.load(name, "test")
+    return rep, (xt[:n_eval], yt[:n_eval])
+
+
+def run(args) -> int:
+    from subnets.export import export_family
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"RUN_DIR {run_dir} is not a directory")
+    if args.representative < 1:
+        raise ValueError(f"--representative must be >= 1, got {args.representative}")
+    board = _board(args)
+    family = _load_family(run_dir)
+    name = _dataset_name(args, run_dir)
+    rep, eval_data = _data(name, family.net, args.representative, args.eval)
+    manifest = export_family(family, args.out, representative=rep, board=board,
+                             eval_data=eval_data, int8=not args.float,
+                             progress=None if not args.quiet else False)
+    print(f"{manifest['model']} -> {args.out} ({len(manifest['levels'])} levels, board "
+          f"{board.name}: {board.flash_bytes:,} B flash, {board.ram_bytes:,} B RAM)")
+    print(f"  {'level':>5}{'MACs':>12}{'params':>9}{'flash B':>10}{'arena B':>10}"
+          f"{'float':>8}{'tflm':>8}{'agree':>8}  fits")
+    for e in manifest["levels"]:
+        ev = e.get("eval")
+        accs = (f"{ev['jax_float_accuracy']:>8.4f}{ev['tflm_accuracy']:>8.4f}"
+                f"{ev['top1_agreement']:>8.4f}" if ev else f"{'-':>8}{'-':>8}{'-':>8}")
+        print(f"  {e['level']:>5}{e['macs']:>12,}{e['params']:>9,}{e['flash_bytes']:>10,}"
+              f"{e['arena_bytes']:>10,}{accs}  {'yes' if e['fits'] else 'NO'}")
+    for problem in manifest["problems"] + manifest["all_levels_problems"]:
+        print(f"  does not fit: {problem}")
+    if eval_data is None:
+        print("  (no evaluation: calibrated on synthetic inputs)")
+    return 0 if manifest["fits"] else 1

@@ -1,0 +1,61 @@
+"""Export to TensorFlow Lite and TFLite-Micro: int8 models per level, C arrays, board budgets.
+
+TensorFlow and tflite-micro are optional (``pip install subnets[export]``); they are imported
+only when a model is converted or run, and a clear :class:`MissingDependencyError` says so.
+
+Example:
+    >>> import jax, numpy as np, subnets
+    >>> from subnets import export
+    >>> net = subnets.zoo.create("dnn-s", num_classes=4, input_shape=(8,))
+    >>> x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    >>> model = export.tflite(net, net.init(jax.random.key(0)), representative=x)
+    >>> export.tflm_run(model, x[:2]).shape
+    (2, 4)
+
+References:
+    Corti et al., REDS (arXiv:2311.13349), Sec. 5; David et al., TensorFlow Lite Micro
+    (MLSys 2021).
+"""
+
+from subnets.export.carray import c_array, write_c_array
+from subnets.export.family import (
+    BOARDS,
+    Board,
+    SlicedLevels,
+    evaluate_model,
+    export_family,
+    get_board,
+    uniform_levels,
+)
+from subnets.export.tflite import ConversionError, MissingDependencyError, tflite
+from subnets.export.tflm import (
+    TFLM_OPS,
+    ArenaError,
+    UnsupportedOpError,
+    check_ops,
+    measure_arena,
+    model_ops,
+    tflm_run,
+)
+
+__all__ = [
+    "BOARDS",
+    "TFLM_OPS",
+    "ArenaError",
+    "Board",
+    "ConversionError",
+    "MissingDependencyError",
+    "SlicedLevels",
+    "UnsupportedOpError",
+    "c_array",
+    "check_ops",
+    "evaluate_model",
+    "export_family",
+    "get_board",
+    "measure_arena",
+    "model_ops",
+    "tflite",
+    "tflm_run",
+    "uniform_levels",
+    "write_c_array",
+]

@@ -1,0 +1,248 @@
+"""Importance of every channel: first-order Taylor, L1 norm, random; the permutation they imply.
+
+A channel's *incoming* weights are the members of its group that produce it: the output-axis
+slice of every kernel whose layer writes the group (several for a residual stream, plus a
+depthwise conv's channel axis), and the group's bias and norm scale/shift. Consumer members (the
+next layer's input axis) and running statistics are not incoming. Every scorer returns one
+``np.float64`` vector per free group, in the group's current channel order.
+
+Example:
+    >>> import jax, numpy as np, subnets
+    >>> from subnets import importance
+    >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    >>> v = net.init(jax.random.key(0))
+    >>> x = np.ones((4, 8), np.float32); y = np.zeros(4, np.int32)
+    >>> scores = importance.taylor(net, v, [(x, y)])
+    >>> sorted(scores), scores["h0"].shape
+    (['h0', 'h1', 'h2'], (144,))
+    >>> perms = importance.permutation(scores)
+    >>> bool(np.all(np.diff(scores["h0"][perms["h0"]]) <= 0))
+    True
+
+References:
+    Corti et al., REDS (arXiv:2311.13349), Sec. 3.1-3.2; Molchanov et al., Importance
+    Estimation for Neural Network Pruning (CVPR 2019) for the first-order Taylor criterion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from subnets.graph import ChannelGraph, Group, Member, Path, get_path
+
+Scores = dict[str, np.ndarray]
+
+
+def incoming_members(graph: ChannelGraph, group: Group, variables: Mapping) -> list[Member]:
+    """The members of ``group`` that carry its channels' incoming weights.
+
+    A kernel member is incoming when its channel axis is the kernel's last (output) axis; a
+    kernel's input axis is always the second-to-last (Flax dense ``[in, out]``, conv HWIO), so
+    consumers are told apart by layout alone. Non-kernel ``params`` (bias, norm scale/shift)
+    are incoming; ``batch_stats`` are not parameters.
+    """
+    out = []
+    for m in group.members:
+        if m.path[0] != "params":
+            continue
+        if m.path[-1] == "kernel" and m.axis != np.ndim(get_path(variables, m.path)) - 1:
+            continue
+        out.append(m)
+    return out
+
+
+def _reduce(arr: np.ndarray, m: Member, size: int) -> np.ndarray:
+    """Sum ``arr`` over everything but member ``m``'s channel axis."""
+    shape = arr.shape
+    view = arr.reshape(shape[: m.axis] + (m.spatial, size) + shape[m.axis + 1:])
+    axes = tuple(i for i in range(view.ndim) if i != m.axis + 1)
+    return view.sum(axis=axes)
+
+
+def _group_scores(graph: ChannelGraph, variables: Mapping, values: Mapping,
+                  kernels_only: bool = False) -> Scores:
+    """Per free group, the sum over incoming members of ``values`` (a tree like params)."""
+    out = {}
+    for g in graph.free:
+        total = np.zeros(g.size, np.float64)
+        for m in incoming_members(graph, g, variables):
+            if kernels_only and m.path[-1] != "kernel":
+                continue
+            total += _reduce(np.asarray(get_path(values, m.path), np.float64), m, g.size)
+        out[g.name] = total
+    return out
+
+
+def _default_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    from subnets.train import cross_entropy
+
+    return cross_entropy(logits, labels)
+
+
+def gradients(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
+              loss_fn: Callable | None = None) -> dict:
+    """The gradient of the loss w.r.t. ``params``, summed over ``batches`` (eval mode).
+
+    Eval mode (running BatchNorm statistics) makes the score a property of the deployed
+    function rather than of one batch's statistics.
+
+    Raises:
+        ValueError: ``batches`` is empty (a zero gradient would rank channels arbitrarily).
+    """
+    loss_fn = loss_fn or _default_loss
+
+    @jax.jit
+    def grad(params, rest, x, y):
+        return jax.grad(lambda p: loss_fn(net.apply({**rest, "params": p}, x), y))(params)
+
+    rest = {k: v for k, v in variables.items() if k != "params"}
+    total, count = None, 0
+    for x, y in batches:
+        g = grad(variables["params"], rest, jnp.asarray(x), jnp.asarray(y))
+        total = g if total is None else jax.tree.map(jnp.add, total, g)
+        count += 1
+    if count == 0:
+        raise ValueError("importance: batches is empty; give at least one (x, y) batch")
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), total)
+
+
+def saliency(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
+             loss_fn: Callable | None = None) -> dict:
+    """``{"params": |w * g|}``, g the summed gradient: the per-weight Taylor saliency."""
+    grads = gradients(net, variables, batches, loss_fn=loss_fn)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
+    return {"params": jax.tree.map(lambda w, g: np.abs(w * g), params, grads)}
+
+
+def taylor(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
+           loss_fn: Callable | None = None) -> Scores:
+    """First-order Taylor importance: per channel, the sum of ``|w * g|`` over incoming weights.
+
+    Args:
+        net: a zoo net (``apply``, ``graph``).
+        variables: its variables.
+        batches: ``(x, y)`` pairs; the gradient is summed over all of them (REDS uses ~100).
+        loss_fn: ``loss_fn(logits, labels) -> scalar`` (default: mean cross-entropy).
+
+    Returns:
+        ``{group: float64 vector of the group's size}`` for every free group. A residual
+        stream's score sums over every layer that writes it.
+
+    Example:
+        >>> import jax, numpy as np, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
+        >>> v = net.init(jax.random.key(0))
+        >>> s = taylor(net, v, [(np.ones((2, 4), np.float32), np.array([0, 1]))])
+        >>> bool((s["h1"] >= 0).all())
+        True
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 3.2.
+    """
+    return _group_scores(net.graph, variables, saliency(net, variables, batches, loss_fn=loss_fn))
+
+
+def l1(variables: Mapping, graph: ChannelGraph) -> Scores:
+    """L1 norm of each channel's incoming kernel weights (the REDS "L1 order" baseline).
+
+    Example:
+        >>> import jax, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
+        >>> l1(net.init(jax.random.key(0)), net.graph)["h0"].shape
+        (144,)
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 4; Li et al., Pruning Filters for
+        Efficient ConvNets (ICLR 2017).
+    """
+    absolute = {"params": jax.tree.map(lambda a: np.abs(np.asarray(a, np.float64)),
+                                       variables["params"])}
+    return _group_scores(graph, variables, absolute, kernels_only=True)
+
+
+def random(graph: ChannelGraph, *, key: jax.Array) -> Scores:
+    """Uniform random scores: the REDS "random order" baseline.
+
+    Example:
+        >>> import jax, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
+        >>> random(net.graph, key=jax.random.key(0))["h2"].dtype
+        dtype('float64')
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 4.
+    """
+    keys = jax.random.split(key, len(graph.free))
+    return {g.name: np.asarray(jax.random.uniform(k, (g.size,)), np.float64)
+            for g, k in zip(graph.free, keys, strict=True)}
+
+
+def permutation(scores: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``{group: indices sorting the scores in descending order}`` for :func:`subnets.permute`.
+
+    Ties keep their original order (a stable sort), so equal scores never reorder channels
+    and the permutation is the same on every platform.
+
+    Example:
+        >>> permutation({"h": [0.1, 0.5, 0.1, 0.9]})["h"].tolist()
+        [3, 1, 0, 2]
+    """
+    return {name: np.argsort(-np.asarray(s, np.float64), kind="stable")
+            for name, s in scores.items()}
+
+
+def permute_scores(scores: Mapping[str, Any], perms: Mapping[str, Any]) -> Scores:
+    """Scores in the permuted channel order (``scores[g][perms[g]]``)."""
+    return {name: np.asarray(s)[np.asarray(perms[name])] if name in perms else np.asarray(s)
+            for name, s in scores.items()}
+
+
+def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]] | None = None,
+                  *, loss_fn: Callable | None = None, saliency_tree: Mapping | None = None,
+                  kinds: tuple[str, ...] = ("conv",), pointwise_only: bool = True,
+                  ) -> dict[Path, np.ndarray]:
+    """Per-kernel Taylor scores ``|w * g|`` of each (pointwise) layer: filter x input channel.
+
+    This is the value of the REDS generalised DS-CNN knapsack, where a pointwise layer's value
+    counts every kept kernel (kept filter x kept input channel). With the channels permuted,
+    the value of widths ``(w_in, w_out)`` is ``S[:w_out, :w_in].sum()``, a 2-D prefix sum.
+
+    Args:
+        net: a zoo net.
+        variables: its variables (score the permuted variables to get permuted matrices).
+        batches: ``(x, y)`` pairs for the gradient; or give ``saliency_tree`` instead.
+        loss_fn: as in :func:`taylor`.
+        saliency_tree: a precomputed :func:`saliency` result (saves a second gradient pass).
+        kinds: layer kinds to include.
+        pointwise_only: keep only 1x1 convs (``window == 1``); False adds every conv/dense
+            layer listed in ``kinds``, summed over its spatial window.
+
+    Returns:
+        ``{kernel path: float64 array (out_group size, in_group size)}``, in the graph's layer
+        order. ``S.sum(axis=1)`` is that layer's contribution to the output group's
+        :func:`taylor` score.
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 3.3.1 (DS-CNN generalised knapsack).
+    """
+    if saliency_tree is None:
+        if batches is None:
+            raise ValueError("kernel_scores needs batches or saliency_tree")
+        saliency_tree = saliency(net, variables, batches, loss_fn=loss_fn)
+    out = {}
+    for layer in net.graph.layers:
+        if layer.kind not in kinds or (pointwise_only and layer.window != 1):
+            continue
+        s = np.asarray(get_path(saliency_tree, layer.path), np.float64)
+        n_out = s.shape[-1]
+        # Dense kernels after a flatten view axis 0 as (spatial, C_in): fold the spatial part.
+        s = s.reshape(-1, s.shape[-2], n_out).sum(axis=0) if s.ndim > 2 else s
+        if s.ndim == 2 and layer.window > 1 and layer.kind == "dense":
+            s = s.reshape(layer.window, -1, n_out).sum(axis=0)
+        out[layer.path] = s.T
+    return out

@@ -1,0 +1,11 @@
+"""Compiled kernels that are not JAX: the Numba knapsack used by REDS (and, later, the MCU runtime)."""
+
+from subnets.kernels.knapsack import (
+    FEAS_RTOL,
+    brute_force_chain,
+    evaluate_chain,
+    greedy_chain,
+    solve_chain,
+)
+
+__all__ = ["FEAS_RTOL", "brute_force_chain", "evaluate_chain", "greedy_chain", "solve_chain"]

@@ -1,0 +1,45 @@
+"""Pruning pipelines: masked training, IMP with rewinding, exact dead-structure removal.
+
+Masks everywhere are ``{full variables path: bool keep-mask}`` for prunable kernels, e.g.
+``{("params", "conv0", "kernel"): array}``, the form :func:`subnets.transforms.topk_masks`
+returns.
+
+Example:
+    >>> import jax, optax, subnets
+    >>> from subnets import pruning
+    >>> net = subnets.zoo.create("dnn-s", num_classes=4)
+    >>> v = net.init(jax.random.key(0))
+    >>> masks = subnets.topk_masks(v, 0.5, exclude=None)
+    >>> tx = pruning.masked(optax.adam(1e-3), masks)
+    >>> round(pruning.density(masks), 2)
+    0.5
+
+References:
+    Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019); Eccles et al., DNNShifter
+    (arXiv:2309.06973).
+"""
+
+from subnets.pruning.imp import ImpLevel, imp, magnitude_prune, make_train_fn
+from subnets.pruning.masked import (
+    MaskedState,
+    apply_masks,
+    density,
+    masked,
+    set_masks,
+    sparsity_report,
+)
+from subnets.pruning.remove import remove_dead
+
+__all__ = [
+    "ImpLevel",
+    "MaskedState",
+    "apply_masks",
+    "density",
+    "imp",
+    "magnitude_prune",
+    "make_train_fn",
+    "masked",
+    "remove_dead",
+    "set_masks",
+    "sparsity_report",
+]

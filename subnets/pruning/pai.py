@@ -1,0 +1,294 @@
+"""Pruning at initialisation: score every prunable weight once, keep the top fraction.
+
+Five criteria, all "higher score = keep":
+
+- ``magnitude``: ``|w|``.
+- ``random``: uniform noise (the baseline every PaI paper reports).
+- ``snip``: connection sensitivity ``|g * w|``, ``g`` the loss gradient on one batch.
+- ``grasp``: ``w * (H g)``, the Hessian-gradient product obtained as ``jax.jvp`` of the gradient
+  in the direction of the (stopped) gradient, with the logits divided by a temperature (200).
+  Keeping the largest ``w * Hg`` is removing the largest ``-w * Hg``, as GraSP prescribes.
+- ``synflow``: data-free synaptic flow ``|w| * dR/d|w|``, ``R`` the sum of the outputs of the
+  linearised network (all weights replaced by ``|w|``, biases and norm shifts removed, BatchNorm
+  made the identity) on an all-ones input. Iterated over ``rounds`` (100) with the exponential
+  schedule ``density ** (k / rounds)``, each round scoring the network already masked.
+
+:func:`scores` gives one round of scores, :func:`pai_masks` turns scores into masks at a density
+(exact count, global or per layer), and :func:`prune_at_init` does both, iterating for SynFlow.
+
+Example:
+    >>> import jax, jax.numpy as jnp, subnets
+    >>> from subnets.pruning.pai import prune_at_init
+    >>> net = subnets.zoo.create("dnn-s", num_classes=4)
+    >>> v = net.init(jax.random.key(0))
+    >>> x, y = jnp.ones((8, 250)), jnp.zeros(8, jnp.int32)
+    >>> m = prune_at_init(net, v, x, y, density=0.1, method="snip", key=jax.random.key(1))
+    >>> n = sum(a.size for a in m.values())
+    >>> int(sum(a.sum() for a in m.values())) == round(0.1 * n)
+    True
+
+References:
+    Lee et al., SNIP (ICLR 2019); Wang et al., GraSP (ICLR 2020); Tanaka et al., SynFlow
+    (NeurIPS 2020); Eccles et al., Reconvene (arXiv:2404.16877), which prunes at init first.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from subnets.graph import Path, get_path, leaf_paths, set_paths
+from subnets.transforms import prunable_paths
+
+Masks = dict[Path, jax.Array]
+Scores = dict[Path, jax.Array]
+
+METHODS = ("magnitude", "random", "snip", "grasp", "synflow")
+GRASP_TEMPERATURE = 200.0
+
+
+def _prunable(net: Any, variables: Mapping, prunable: Iterable[Path] | None) -> list[Path]:
+    paths = prunable_paths(variables, net.graph) if prunable is None else [tuple(p) for p in
+                                                                           prunable]
+    if not paths:
+        raise ValueError("no prunable kernels: pass `prunable` or a net whose graph has layers")
+    for p in paths:
+        get_path(variables, p)  # KeyError naming the missing path
+    return paths
+
+
+def _masked(variables: Mapping, masks: Mapping[Path, Any]) -> dict:
+    """The variables with every masked kernel zeroed where its keep-mask is False (numpy)."""
+    updates = {}
+    for p, m in masks.items():
+        w = np.asarray(get_path(variables, p))
+        if tuple(np.shape(m)) != w.shape:
+            raise ValueError(f"mask for {'/'.join(p)} has shape {tuple(np.shape(m))}, kernel "
+                             f"has {w.shape}")
+        updates[p] = np.where(np.asarray(m, bool), w, np.zeros((), w.dtype))
+    return set_paths(variables, updates)
+
+
+def _kernels(variables: Mapping, paths: tuple[Path, ...]) -> dict:
+    # String keys keep the dict a plain pytree for jax.grad/jvp.
+    return {"/".join(p): jnp.asarray(get_path(variables, p)) for p in paths}
+
+
+@functools.lru_cache(maxsize=32)
+def _score_fn(net: Any, paths: tuple[Path, ...], method: str, train: bool):
+    """A jitted ``(variables, x, y) -> {name: score}`` (cached: SynFlow calls it 100 times)."""
+
+    def with_kernels(variables, kernels):
+        # jax sorts dict keys when it flattens, so match kernels by name, never by order.
+        return set_paths(variables, {p: kernels["/".join(p)] for p in paths})
+
+    def loss(kernels, variables, x, y, temperature):
+        logits = net.apply(with_kernels(variables, kernels), x, train=train) / temperature
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def fn(variables, x, y):
+        k = _kernels(variables, paths)
+        if method == "synflow":
+            ones = jnp.ones((1,) + tuple(net.input_shape), jnp.float32)
+            g = jax.grad(lambda kk: jnp.sum(net.apply(with_kernels(variables, kk), ones)))(k)
+            return {n: jnp.abs(g[n] * k[n]) for n in k}
+        if method == "snip":
+            g = jax.grad(loss)(k, variables, x, y, 1.0)
+            return {n: jnp.abs(g[n] * k[n]) for n in k}
+        grad = functools.partial(jax.grad(loss), variables=variables, x=x, y=y,
+                                 temperature=GRASP_TEMPERATURE)
+        g = jax.lax.stop_gradient(grad(k))
+        _, hg = jax.jvp(grad, (k,), (g,))
+        out = {n: hg[n] * k[n] for n in k}
+        total = jnp.abs(sum(jnp.sum(s) for s in out.values())) + 1e-12
+        return {n: s / total for n, s in out.items()}
+
+    return jax.jit(fn)
+
+
+def _linearised(variables: Mapping, paths: list[Path]) -> dict:
+    """|kernels| (each rescaled to unit average gain), biases and shifts 0, norms identity.
+
+    The linearised net is positively homogeneous of degree one in every kernel, so a
+    per-kernel scale multiplies every SynFlow score by the same constant and leaves the
+    ranking unchanged; we choose it so R stays near 1 instead of overflowing float32 in deep
+    nets (the SynFlow code runs in float64 for the same reason).
+    """
+    kernel_set = set(paths)
+    updates = {}
+    for p, leaf in leaf_paths(variables):
+        a = np.asarray(leaf, np.float32)
+        if p in kernel_set:
+            a = np.abs(a)
+            fan_in = a.size // a.shape[-1]
+            updates[p] = a / max(float(np.mean(a)) * fan_in, 1e-30)
+        elif p[-1] == "kernel":
+            updates[p] = np.abs(a)
+        elif p[0] == "batch_stats":
+            updates[p] = np.ones_like(a) if p[-1] == "var" else np.zeros_like(a)
+        elif p[-1] == "scale":
+            updates[p] = np.ones_like(a)
+        else:
+            updates[p] = np.zeros_like(a)
+    return set_paths(variables, updates)
+
+
+def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
+           method: str = "magnitude", key: jax.Array | None = None,
+           prunable: Iterable[Path] | None = None, masks: Mapping[Path, Any] | None = None,
+           train: bool = False) -> Scores:
+    """One round of pruning-at-initialisation scores for every prunable kernel.
+
+    Args:
+        net: a zoo ``Net`` (or anything with ``apply``, ``graph`` and ``input_shape``).
+        variables: its (freshly initialised) variables.
+        x, y: one batch of inputs and integer labels (``snip`` and ``grasp`` only; ``synflow``
+            is data-free and the others ignore data).
+        method: one of :data:`METHODS`.
+        key: ``jax.random.key``; required for ``random``.
+        prunable: kernel paths to score (default: every layer of ``net.graph``).
+        masks: weights already pruned (scored on the masked network; their scores are 0).
+        train: run BatchNorm on batch statistics (default: running averages, as the SynFlow
+            reference code scores in eval mode).
+
+    Returns:
+        ``{path: float32 numpy array shaped like the kernel}``; larger means more worth keeping.
+
+    Example:
+        >>> import jax, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=4)
+        >>> s = scores(net, net.init(jax.random.key(0)), method="synflow")
+        >>> sorted("/".join(p) for p in s)[0]
+        'params/dense0/kernel'
+
+    References:
+        Lee et al., SNIP (ICLR 2019); Wang et al., GraSP (ICLR 2020); Tanaka et al., SynFlow
+        (NeurIPS 2020).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown PaI score {method!r}; choose one of {METHODS}")
+    paths = _prunable(net, variables, prunable)
+    if masks:
+        variables = _masked(variables, {p: m for p, m in masks.items() if p in set(paths)})
+    if method == "magnitude":
+        # numpy, not eager jnp: each distinct kernel shape would cost an XLA compilation.
+        out = {p: np.abs(np.asarray(get_path(variables, p), np.float32)) for p in paths}
+    elif method == "random":
+        if key is None:
+            raise ValueError("method='random' needs key=jax.random.key(...)")
+        sizes = [int(np.size(get_path(variables, p))) for p in paths]
+        flat = np.asarray(jax.random.uniform(key, (sum(sizes),)))
+        starts = np.cumsum([0] + sizes)
+        out = {p: flat[a:b].reshape(np.shape(get_path(variables, p)))
+               for p, a, b in zip(paths, starts[:-1], starts[1:], strict=True)}
+    elif method == "synflow":
+        lin = _linearised(variables, paths)
+        g = _score_fn(net, tuple(paths), method, False)(lin, None, None)
+        out = {p: g["/".join(p)] for p in paths}
+    else:
+        if x is None or y is None:
+            raise ValueError(f"method={method!r} needs a batch: pass x and y")
+        g = _score_fn(net, tuple(paths), method, bool(train))(
+            variables, jnp.asarray(x), jnp.asarray(y, jnp.int32))
+        out = {p: g["/".join(p)] for p in paths}
+    if masks:
+        # A pruned weight stays pruned: -inf sorts it last whatever the criterion's sign.
+        out = {p: np.where(np.asarray(masks[p]), s, -np.inf) if p in masks else s
+               for p, s in out.items()}
+    return {p: np.asarray(s, np.float32) for p, s in out.items()}
+
+
+def _keep_top(flat: np.ndarray, k: int) -> np.ndarray:
+    keep = np.zeros(flat.shape[0], bool)
+    # A partition keeps exactly k weights, breaking ties at the threshold deterministically
+    # (numpy's introselect depends only on the input); a ">= threshold" test would keep every
+    # tie and overshoot the density when many scores are equal, e.g. the zero SynFlow scores of
+    # weights cut off from the output. It is O(n), which matters for 100 SynFlow rounds.
+    if k >= flat.shape[0]:
+        keep[:] = True
+    else:
+        keep[np.argpartition(-flat, k - 1)[:k]] = True
+    return keep
+
+
+def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "global") -> Masks:
+    """Keep-masks holding exactly ``max(1, round(density * n))`` weights.
+
+    Args:
+        scores: ``{path: score array}`` from :func:`scores`.
+        density: fraction of weights kept, in (0, 1].
+        scope: ``"global"`` (one ranking over all layers, so layers end at different
+            densities: what Reconvene's sensitivity evaluator reads) or ``"layer"`` (each
+            layer keeps ``density`` of its own weights).
+
+    Returns:
+        ``{path: bool numpy array}``.
+
+    Example:
+        >>> import numpy as np
+        >>> m = pai_masks({("a",): np.arange(4.), ("b",): np.arange(6.)}, 0.5)
+        >>> [int(v.sum()) for v in m.values()]
+        [0, 5]
+    """
+    if not 0.0 < float(density) <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if not scores:
+        raise ValueError("pai_masks: no scores given")
+    arrays = {p: np.asarray(s, np.float64) for p, s in scores.items()}
+    for p, a in arrays.items():
+        if np.isnan(a).any():
+            raise ValueError(f"scores for {'/'.join(p)} contain NaN")
+    if scope == "layer":
+        return {p: _keep_top(a.ravel(), max(1, round(density * a.size))).reshape(a.shape)
+                for p, a in arrays.items()}
+    flat = np.concatenate([a.ravel() for a in arrays.values()])
+    keep = _keep_top(flat, max(1, round(density * flat.size)))
+    out, start = {}, 0
+    for p, a in arrays.items():
+        out[p] = keep[start:start + a.size].reshape(a.shape)
+        start += a.size
+    return out
+
+
+def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
+                  density: float, method: str = "magnitude", scope: str = "global",
+                  rounds: int | None = None, key: jax.Array | None = None,
+                  prunable: Iterable[Path] | None = None, train: bool = False) -> Masks:
+    """Score and mask at a target density; SynFlow iterates, the others score once.
+
+    Args:
+        net, variables, x, y, method, key, prunable, train: as in :func:`scores`.
+        density: fraction of prunable weights kept.
+        scope: ``"global"`` or ``"layer"`` (see :func:`pai_masks`).
+        rounds: pruning rounds with the exponential schedule ``density ** (r / rounds)``
+            (default 100 for SynFlow, whose paper shows iteration avoids layer collapse, and 1
+            otherwise).
+
+    Returns:
+        ``{path: bool array}`` keeping ``round(density * n)`` weights.
+
+    References:
+        Tanaka et al., SynFlow (NeurIPS 2020), Algorithm 1.
+    """
+    rounds = (100 if method == "synflow" else 1) if rounds is None else int(rounds)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    masks: Masks | None = None
+    for r in range(1, rounds + 1):
+        s = scores(net, variables, x, y, method=method, key=key, prunable=prunable,
+                   masks=masks, train=train)
+        masks = pai_masks(s, density ** (r / rounds), scope=scope)
+    return masks
+
+
+def layer_density(masks: Mapping[Path, Any]) -> dict[Path, float]:
+    """Fraction of weights each mask keeps."""
+    return {p: float(np.mean(np.asarray(m))) for p, m in masks.items()}

@@ -1,0 +1,91 @@
+"""LCS: learning compressible subspaces (point and line), three compression kinds, training in
+one jitted vmapped step, deployment at any level without recalibration.
+
+Example:
+    >>> import jax, subnets
+    >>> from subnets import subspace
+    >>> net = subnets.zoo.create("cpreresnet20", num_classes=10, input_shape=(8, 8, 1),
+    ...                          norm="instance")
+    >>> s = subspace.init_point(net, key=jax.random.key(0))
+    >>> small = subspace.at_level(s, net, width=0.5)
+    >>> net.apply(small, jax.numpy.zeros((2, 8, 8, 1))).shape
+    (2, 10)
+
+References:
+    Nunez et al., LCS: Learning Compressible Subspaces for Adaptive Network Compression at
+    Inference Time (arXiv:2110.04252).
+"""
+
+from subnets.subspace.compress import (
+    Compression,
+    act_quant_apply,
+    at,
+    at_level,
+    channel_counts,
+    make,
+    quantized,
+    structured,
+    unstructured,
+)
+from subnets.subspace.core import (
+    COMPRESSIONS,
+    Subspace,
+    init_line,
+    init_point,
+    line,
+    line_paths,
+    point,
+    regulariser,
+    weights,
+)
+from subnets.subspace.fit import fit, load, save
+from subnets.subspace.train import (
+    LCSConfig,
+    SubspaceState,
+    TrainStep,
+    data_mesh,
+    default_config,
+    default_optimizer,
+    init_state,
+    make_loss,
+    make_train_step,
+    merge_batch_stats,
+    sample_alphas,
+    trainable,
+)
+
+__all__ = [
+    "COMPRESSIONS",
+    "Compression",
+    "LCSConfig",
+    "Subspace",
+    "SubspaceState",
+    "TrainStep",
+    "data_mesh",
+    "default_config",
+    "default_optimizer",
+    "fit",
+    "init_state",
+    "load",
+    "make_loss",
+    "make_train_step",
+    "merge_batch_stats",
+    "sample_alphas",
+    "save",
+    "trainable",
+    "act_quant_apply",
+    "at",
+    "at_level",
+    "channel_counts",
+    "init_line",
+    "init_point",
+    "line",
+    "line_paths",
+    "make",
+    "point",
+    "quantized",
+    "regulariser",
+    "structured",
+    "unstructured",
+    "weights",
+]

@@ -1,0 +1,251 @@
+"""The three compression kinds LCS samples, each a pure ``compress(variables, level)`` with its
+``gamma(alpha)`` map, and deployment of any level of a trained subspace.
+
+``compress`` keeps shapes static (width *masks*, TopK masks, fake quantisation) so one jitted
+step serves every level; ``deploy`` is what a device runs: for structured sparsity the arrays are
+physically sliced to the first ``k`` channels of every free group.
+
+Example:
+    >>> import jax, subnets
+    >>> from subnets import subspace
+    >>> net = subnets.zoo.create("cpreresnet20", num_classes=10, input_shape=(8, 8, 1),
+    ...                          norm="instance")
+    >>> s = subspace.init_point(net, key=jax.random.key(0))
+    >>> v = subspace.at_level(s, net, width=0.25)
+    >>> v["params"]["stem"]["kernel"].shape
+    (3, 3, 1, 4)
+
+References:
+    Nunez et al., LCS (arXiv:2110.04252), Sec. 3.2-3.5; Jacob et al., Quantization and Training
+    of Neural Networks for Efficient Integer-Arithmetic-Only Inference (CVPR 2018).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from subnets.graph import ChannelGraph, Path, get_path, set_paths
+from subnets.subspace.core import Subspace, weights
+from subnets.transforms import fake_quant, prunable_paths, topk_mask, width_mask
+
+
+class Compression(NamedTuple):
+    """A compression kind as pure functions (optax style: made by a factory, no state).
+
+    Attributes:
+        kind: ``"structured"``, ``"unstructured"`` or ``"quantized"``.
+        gamma: ``alpha -> level`` (traceable): width factor, density or bits.
+        alpha_of: ``level -> alpha`` (Python float), the inverse used by :func:`at_level`.
+        compress: ``(variables, level) -> variables`` at static shapes (traceable level).
+        deploy: ``(variables, level) -> variables`` for a concrete level, physically smaller
+            in the structured case.
+    """
+
+    kind: str
+    gamma: Callable[[Any], Any]
+    alpha_of: Callable[[float], float]
+    compress: Callable[[Mapping, Any], dict]
+    deploy: Callable[[Mapping, float], dict]
+
+
+def channel_counts(graph: ChannelGraph, width: Any) -> dict:
+    """``k = max(1, round(C * width))`` for every free group (traced if ``width`` is)."""
+    if isinstance(width, int | float | np.floating):
+        return {g.name: max(1, int(np.round(g.size * np.float32(width)))) for g in graph.free}
+    return {g.name: jnp.maximum(1, jnp.round(g.size * width)) for g in graph.free}
+
+
+def slice_numpy(variables: Mapping, graph: ChannelGraph, counts: Mapping[str, int]) -> dict:
+    """:func:`subnets.slice_widths` on the host: numpy views, no per-shape XLA compilation.
+
+    Deployment slices once per level; eager JAX would compile one tiny program per distinct
+    array shape (seconds each on a busy CPU), numpy slicing is instant.
+    """
+    graph.check_widths(counts)
+    updates: dict[Path, Any] = {}
+    for name, k in counts.items():
+        g = graph[name]
+        if g.fixed:
+            continue
+        for m in g.members:
+            a = updates.get(m.path)
+            if a is None:
+                a = np.asarray(get_path(variables, m.path))
+            size = a.shape[m.axis] // m.spatial
+            view = a.reshape(a.shape[: m.axis] + (m.spatial, size) + a.shape[m.axis + 1:])
+            view = np.take(view, np.arange(int(k)), axis=m.axis + 1)
+            updates[m.path] = view.reshape(a.shape[: m.axis] + (m.spatial * int(k),)
+                                           + a.shape[m.axis + 1:])
+    return set_paths(jax.tree.map(np.asarray, dict(variables)), updates)
+
+
+def _linear(low: float, high: float):
+    gamma = lambda a: low + (high - low) * a
+    alpha_of = lambda level: 0.0 if high == low else (float(level) - low) / (high - low)
+    return gamma, alpha_of
+
+
+def structured(graph: ChannelGraph, low: float = 0.25, high: float = 1.0) -> Compression:
+    """First-k channels of every free group, width = low + (high - low) * alpha."""
+    gamma, alpha_of = _linear(low, high)
+
+    def compress(variables, width):
+        return width_mask(variables, graph, channel_counts(graph, width))
+
+    def deploy(variables, width):
+        if not 0.0 < float(width) <= 1.0:
+            raise ValueError(f"width must be in (0, 1], got {width}")
+        return slice_numpy(variables, graph, channel_counts(graph, float(width)))
+
+    return Compression("structured", gamma, alpha_of, compress, deploy)
+
+
+def unstructured(graph: ChannelGraph | None = None, low: float = 0.025,
+                 high: float = 1.0) -> Compression:
+    """Per-layer magnitude TopK, density = low + (high - low) * alpha; stem and classifier dense."""
+    gamma, alpha_of = _linear(low, high)
+
+    def compress(variables, density):
+        return topk_mask(variables, density, graph=graph)
+
+    jitted = jax.jit(compress)
+
+    def deploy(variables, density):
+        if not 0.0 < float(density) <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        return jax.tree.map(np.asarray, jitted(variables, jnp.float32(density)))
+
+    return Compression("unstructured", gamma, alpha_of, compress, deploy)
+
+
+def quantized_paths(variables: Mapping, graph: ChannelGraph | None = None) -> list:
+    """Kernels that are quantised: all but the stem and classifier, as in the reference."""
+    order = prunable_paths(variables, graph)
+    return order[1:-1]
+
+
+def quantized(graph: ChannelGraph | None = None, low: int = 3, high: int = 8) -> Compression:
+    """Affine signed per-tensor weight quantisation; alpha in ((i-1)/n, i/n] -> low + i - 1 bits.
+
+    With n = high - low + 1 distinct bit widths (the reference's ``alpha_bit_map``); alpha = 0
+    gives ``low``.
+    """
+    n = high - low + 1
+
+    def gamma(a):
+        i = jnp.clip(jnp.ceil(jnp.asarray(a) * n) - 1, 0, n - 1)
+        return low + i
+
+    def alpha_of(bits):
+        return float(np.clip((float(bits) - low + 1) / n, 0.0, 1.0))
+
+    def compress(variables, bits):
+        paths = quantized_paths(variables, graph)
+        return set_paths(variables, {p: fake_quant(get_path(variables, p), bits) for p in paths})
+
+    jitted = jax.jit(compress)
+
+    def deploy(variables, bits):
+        if int(bits) != bits or not 2 <= bits <= 16:
+            raise ValueError(f"bits must be an integer in [2, 16], got {bits}")
+        return jax.tree.map(np.asarray, jitted(variables, jnp.float32(bits)))
+
+    return Compression("quantized", gamma, alpha_of, compress, deploy)
+
+
+_weights_jit = jax.jit(weights)
+
+
+@functools.lru_cache(maxsize=32)
+def make(kind: str, graph: ChannelGraph, low: float, high: float) -> Compression:
+    """The compression ``kind`` over ``graph`` with level range ``[low, high]``."""
+    if kind == "structured":
+        return structured(graph, low, high)
+    if kind == "unstructured":
+        return unstructured(graph, low, high)
+    if kind == "quantized":
+        return quantized(graph, int(low), int(high))
+    raise ValueError(f"unknown compression {kind!r}")
+
+
+def act_quant_apply(net: Any, variables: Mapping, x: jax.Array, bits: Any, *,
+                    enabled: Any = True, train: bool = False, mutable: bool = False) -> Any:
+    """``net.apply`` with the input of every inner conv/dense fake-quantised to ``bits``.
+
+    The zoo has no activation-quantisation hook, so this intercepts the Flax ``Conv``/``Dense``
+    calls (the stem and classifier inputs stay float, as in the reference). The range is the
+    batch's own min/max per tensor (the reference keeps running min/max, which would need state
+    inside the zoo module). ``enabled`` may be a traced bool (off during warm-up).
+    """
+    skip = {p[1] for p in (prunable_paths(variables, net.graph)[:1]
+                           + prunable_paths(variables, net.graph)[-1:])}
+
+    def interceptor(next_fun, args, kwargs, context):
+        m = context.module
+        if (context.method_name == "__call__" and isinstance(m, nn.Conv | nn.Dense)
+                and m.name not in skip and args):
+            h = args[0]
+            h = jnp.where(enabled, fake_quant(h, bits), h)
+            args = (h, *args[1:])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        return net.apply(variables, x, train=train, mutable=mutable)
+
+
+def _resolve(subspace: Subspace, width, density, bits) -> tuple[str, float]:
+    given = {k: v for k, v in (("structured", width), ("unstructured", density),
+                               ("quantized", bits)) if v is not None}
+    if len(given) != 1:
+        raise ValueError("give exactly one of width=, density=, bits=")
+    kind, level = next(iter(given.items()))
+    if kind != subspace.compression:
+        name = {"structured": "width", "unstructured": "density", "quantized": "bits"}
+        raise ValueError(f"this subspace was trained for {subspace.compression} compression "
+                         f"(use {name[subspace.compression]}=), not {name[kind]}=")
+    return kind, level
+
+
+def at(subspace: Subspace, net: Any, alpha: float) -> dict:
+    """Deployable variables at ``alpha`` in [0, 1]: level ``gamma(alpha)``, no recalibration."""
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    comp = make(subspace.compression, net.graph, subspace.low, subspace.high)
+    level = comp.gamma(float(alpha))
+    level = int(level) if subspace.compression == "quantized" else float(level)
+    return comp.deploy(_weights_jit(subspace, jnp.float32(alpha)), level)
+
+
+def at_level(subspace: Subspace, net: Any, *, width: float | None = None,
+             density: float | None = None, bits: int | None = None) -> dict:
+    """Plain variables for ANY level, chosen after training (no recalibration).
+
+    A line is evaluated at the alpha whose ``gamma`` gives the level, clipped to [0, 1] for
+    levels outside the trained range; the level itself is applied as asked.
+
+    Args:
+        subspace: a trained :class:`Subspace`.
+        net: the zoo net it belongs to.
+        width: structured width factor in (0, 1] (arrays are physically sliced).
+        density: fraction of weights kept per pruned layer, in (0, 1].
+        bits: integer weight bit width in [2, 16].
+
+    Example:
+        >>> import jax, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+        >>> s = subnets.subspace.init_point(net, key=jax.random.key(0), compression="quantized")
+        >>> v = subnets.subspace.at_level(s, net, bits=4)
+        >>> len(set(v["params"]["dense1"]["kernel"].ravel().tolist())) <= 16
+        True
+    """
+    kind, level = _resolve(subspace, width, density, bits)
+    comp = make(kind, net.graph, subspace.low, subspace.high)
+    alpha = float(np.clip(comp.alpha_of(level), 0.0, 1.0))
+    return comp.deploy(_weights_jit(subspace, jnp.float32(alpha)), level)

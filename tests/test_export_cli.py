@@ -1,0 +1,63 @@
+"""`subnets export RUN_DIR --board ... --out DIR` (family loading stubbed until Family lands)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+import subnets
+from subnets import export
+from subnets.cli import main
+from subnets.cli import export as cli_export
+
+SHAPE = (16, 8, 1)
+
+
+@pytest.fixture()
+def run_dir(tmp_path, monkeypatch):
+    net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=SHAPE)
+    fam = export.SlicedLevels(net, net.init(jax.random.key(0)),
+                              tuple(export.uniform_levels(net.graph, [0.25, 1.0])))
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps({"levels": 2}))
+    monkeypatch.setattr(cli_export, "_load_family", lambda path: fam)
+    return d
+
+
+def test_missing_run_dir_is_named(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope is not a directory" in capsys.readouterr().err
+
+
+def test_run_dir_without_family_is_named(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "family.subnets not found" in capsys.readouterr().err
+
+
+def test_metrics_without_data_set_is_named(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "metrics.json names no data set" in capsys.readouterr().err
+
+
+def test_custom_board_too_small_exits_1_and_says_by_how_much(run_dir, tmp_path, capsys):
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "o"
+    code = main(["export", str(run_dir), "--out", str(out), "--data", "synthetic", "--board",
+                 "tiny", "--flash-kb", "30", "--ram-kb", "256", "--representative", "16",
+                 "--quiet"])
+    text = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    full = manifest["levels"][1]
+    assert code == 1 and manifest["levels"][0]["fits"] and not full["fits"]
+    assert f"level 1: flash {full['flash_bytes']:,} B exceeds tiny's 30,720 B by " \
+           f"{full['flash_bytes'] - 30_720:,} B" in text
+    assert (out / "level0.cc").exists() and (out / "level1.tflite").exists()
+
+
+def test_custom_board_needs_both_numbers(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--data", "synthetic",
+                 "--flash-kb", "30"]) == 2
+    assert "--flash-kb and --ram-kb" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+"""Tests for subnets.importance: scores are the Taylor/L1 sums they claim, and permuting by
+them keeps every zoo model's function."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import subnets
+from subnets import importance
+from subnets.graph import get_path, set_paths
+
+PROPERTY_MODELS = ("dnn-s", "cnn-s", "ds-cnn-s", "cpreresnet20")
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_permute(graph):
+    return jax.jit(lambda v, perms: subnets.permute(v, graph, perms))
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str):
+    net = subnets.zoo.create(name, num_classes=5)
+    # Random variables from the shapes alone: Flax init of the deeper models costs far more
+    # than the test. Positive running variances, non-trivial means, so a mis-permuted norm
+    # would show in eval mode.
+    shapes = jax.eval_shape(net.init, jax.random.key(0))
+    rng = np.random.default_rng(1)
+
+    def fill(path, s):
+        a = rng.normal(scale=0.3, size=s.shape).astype(np.float32)
+        return np.abs(a) + 0.5 if path[-1].key == "var" else a
+
+    v = jax.tree_util.tree_map_with_path(fill, shapes)
+    x = rng.normal(size=(3,) + net.input_shape).astype(np.float32)
+    return net, v, x, jax.jit(net.apply)
+
+
+def _dnn():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(6,))
+    v = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 8).astype(np.int32)
+    return net, v, x, y
+
+
+@pytest.mark.parametrize("name", PROPERTY_MODELS)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_permuting_by_importance_keeps_logits(name, seed):
+    net, v, x, apply = _model(name)
+    scores = importance.random(net.graph, key=jax.random.key(seed))
+    permuted = _jit_permute(net.graph)(v, importance.permutation(scores))
+    before, after = apply(v, x), apply(permuted, x)
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-4, atol=1e-4)
+    # A wrong permutation must be detectable: the arrays really moved.
+    first = net.graph.free[0].members[0].path
+    assert not np.array_equal(get_path(permuted, first), get_path(v, first))
+
+
+def test_taylor_matches_manual_gradient():
+    net, v, x, y = _dnn()
+    scores = importance.taylor(net, v, [(x[:4], y[:4]), (x[4:], y[4:])])
+
+    def loss(p, xb, yb):
+        logits = net.apply({"params": p}, xb)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(yb)), yb])
+
+    g = jax.tree.map(jnp.add, jax.grad(loss)(v["params"], x[:4], y[:4]),
+                     jax.grad(loss)(v["params"], x[4:], y[4:]))
+    p = v["params"]
+    manual = (np.abs(p["dense1"]["kernel"] * g["dense1"]["kernel"]).sum(axis=0)
+              + np.abs(p["dense1"]["bias"] * g["dense1"]["bias"]))
+    np.testing.assert_allclose(scores["h1"], manual, rtol=1e-5, atol=1e-9)
+    assert set(scores) == {"h0", "h1", "h2"} and scores["h0"].dtype == np.float64
+
+
+def test_dead_unit_scores_zero():
+    net, v, x, y = _dnn()
+    p = v["params"]
+    v = set_paths(v, {("params", "dense0", "kernel"): p["dense0"]["kernel"].at[:, 7].set(0.0),
+                      ("params", "dense0", "bias"): p["dense0"]["bias"].at[7].set(0.0)})
+    taylor = importance.taylor(net, v, [(x, y)])["h0"]
+    norm = importance.l1(v, net.graph)["h0"]
+    assert taylor[7] == 0.0 and norm[7] == 0.0
+    assert (np.delete(norm, 7) > 0).all()
+    assert (taylor > 0).sum() > len(taylor) // 2  # ReLU-dead units may also score 0
+
+
+def test_l1_is_incoming_kernel_norm():
+    net, v, _, _ = _model("ds-cnn-s")
+    s = importance.l1(v, net.graph)
+    p = v["params"]
+    # g4 is written by pw3 only; g0 by the stem AND the depthwise conv of block 0.
+    np.testing.assert_allclose(s["g4"], np.abs(p["pw3"]["kernel"]).sum(axis=(0, 1, 2)),
+                               rtol=1e-6)
+    expect_g0 = (np.abs(p["stem"]["kernel"]).sum(axis=(0, 1, 2))
+                 + np.abs(p["dw0"]["kernel"]).sum(axis=(0, 1, 2)))
+    np.testing.assert_allclose(s["g0"], expect_g0, rtol=1e-6)
+
+
+def test_residual_stream_sums_producers():
+    net, v, _, _ = _model("cpreresnet20")
+    s = importance.l1(v, net.graph)
+    p = v["params"]
+    producers = ("s0b0_down", "s0b0_conv3", "s0b1_conv3")
+    expect = sum(np.abs(p[n]["kernel"]).sum(axis=(0, 1, 2)) for n in producers)
+    np.testing.assert_allclose(s["s0"], expect, rtol=1e-6)
+
+
+def test_taylor_commutes_with_permutation():
+    net, v, x, y = _dnn()
+    scores = importance.taylor(net, v, [(x, y)])
+    perms = importance.permutation(scores)
+    permuted = subnets.permute(v, net.graph, perms)
+    again = importance.taylor(net, permuted, [(x, y)])
+    for g in scores:
+        np.testing.assert_allclose(again[g], scores[g][perms[g]], rtol=1e-4, atol=1e-9)
+        assert (np.diff(again[g]) <= 1e-6 * again[g].max()).all()
+
+
+def test_permutation_is_stable_descending():
+    perms = importance.permutation({"a": np.array([1.0, 3.0, 3.0, 2.0])})
+    assert perms["a"].tolist() == [1, 2, 3, 0]
+
+
+def test_random_is_keyed():
+    graph = subnets.zoo.create("dnn-s", num_classes=2).graph
+    a = importance.random(graph, key=jax.random.key(0))
+    b = importance.random(graph, key=jax.random.key(0))
+    c = importance.random(graph, key=jax.random.key(1))
+    assert all(np.array_equal(a[g], b[g]) for g in a)
+    assert not np.array_equal(a["h0"], c["h0"])
+
+
+def test_kernel_scores_rows_sum_to_layer_contribution():
+    net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=(16, 8, 1))
+    v = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = (rng.normal(size=(4, 16, 8, 1)).astype(np.float32), np.arange(4) % 4)
+    sal = importance.saliency(net, v, [batch])
+    ks = importance.kernel_scores(net, v, saliency_tree=sal)
+    assert sorted(ks) == [("params", f"pw{i}", "kernel") for i in range(4)]
+    s = ks[("params", "pw2", "kernel")]
+    assert s.shape == (64, 64)
+    np.testing.assert_allclose(s.sum(axis=1), sal["params"]["pw2"]["kernel"].sum(axis=(0, 1, 2)))
+    # Taylor score of g3 = pw2's kernel contribution + its bias and norm + block 3's
+    # depthwise conv, which writes the same channels.
+    taylor = importance.taylor(net, v, [batch])
+    sp = sal["params"]
+    extra = sum(sp[n][k] for n, k in (("pw2", "bias"), ("pw2_norm", "scale"),
+                                      ("pw2_norm", "bias"), ("dw3", "bias"),
+                                      ("dw3_norm", "scale"), ("dw3_norm", "bias")))
+    extra = extra + sp["dw3"]["kernel"].sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(taylor["g3"], s.sum(axis=1) + extra, rtol=1e-5)
+
+
+def test_empty_batches_rejected():
+    net, v, _, _ = _dnn()
+    with pytest.raises(ValueError, match="batches is empty"):
+        importance.taylor(net, v, [])

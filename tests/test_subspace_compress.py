@@ -1,0 +1,145 @@
+"""Tests for subnets.subspace.compress: gamma maps, the three compressions, deployment."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import subnets
+from subnets import subspace
+from subnets.subspace.compress import quantized_paths, slice_numpy
+from subnets.transforms import prunable_paths
+
+
+def random_variables(net, seed=0):
+    """Random weights at the net's shapes without running (and compiling) its init."""
+    shapes = jax.eval_shape(net.init, jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+
+def reference_bits(alpha, low=3, high=8):
+    """The reference's alpha_bit_map, transcribed as a loop (an independent oracle)."""
+    n = high - low + 1
+    for i in range(n):
+        if i / n <= alpha <= (i + 1) / n:
+            return low + i
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 1 / 6, 0.2, 0.5, 0.51, 5 / 6, 0.9, 1.0])
+def test_quantized_gamma_matches_reference(alpha):
+    comp = subspace.quantized()
+    assert int(comp.gamma(alpha)) == reference_bits(alpha)
+
+
+def test_quantized_alpha_of_inverts_gamma():
+    comp = subspace.quantized()
+    for b in range(3, 9):
+        assert int(comp.gamma(comp.alpha_of(b))) == b
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=st.floats(0.01, 1.0))
+def test_channel_counts_traced_equals_python(width):
+    net = subnets.zoo.create("cnn-s", num_classes=12)
+    py = subspace.channel_counts(net.graph, width)
+    tr = subspace.channel_counts(net.graph, jnp.float32(width))
+    assert py == {k: int(v) for k, v in tr.items()}
+    assert all(1 <= k <= net.graph[g].size for g, k in py.items())
+
+
+def test_structured_gamma_inverse():
+    comp = subspace.structured(subnets.zoo.create("dnn-s", num_classes=3).graph)
+    assert float(comp.gamma(0.0)) == 0.25 and float(comp.gamma(1.0)) == 1.0
+    np.testing.assert_allclose(comp.alpha_of(comp.gamma(0.3)), 0.3, rtol=1e-6)
+
+
+def test_slice_numpy_equals_slice_widths_through_a_flatten():
+    net = subnets.zoo.create("cnn-s", num_classes=12)
+    v = random_variables(net)
+    widths = {g.name: max(1, g.size // 3) for g in net.graph.free}
+    a = slice_numpy(v, net.graph, widths)
+    b = subnets.slice_widths(v, net.graph, widths)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, np.asarray(y)), a, b)
+    net.graph.validate(a, widths=widths)
+
+
+def test_structured_deploy_equals_masked_training_network():
+    net = subnets.zoo.create("vision-ds-cnn", num_classes=5, input_shape=(8, 8, 1),
+                             norm="instance")
+    s = subspace.point(random_variables(net))
+    comp = subspace.structured(net.graph)
+    x = np.random.default_rng(1).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    masked = jax.jit(lambda v, w: net.apply(comp.compress(v, w), x))
+    sliced = jax.jit(lambda v: net.apply(v, x))
+    for width in (0.25, 0.6):
+        small = subspace.at_level(s, net, width=width)
+        counts = subspace.channel_counts(net.graph, width)
+        net.graph.validate(small, widths=counts)
+        np.testing.assert_allclose(sliced(small), masked(s.base, jnp.float32(width)),
+                                   rtol=2e-4, atol=2e-4)
+
+
+@settings(max_examples=8, deadline=None)
+@given(density=st.floats(0.02, 1.0))
+def test_unstructured_any_density(density):
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    v = random_variables(net)
+    s = subspace.point(v, compression="unstructured")
+    out = subspace.at_level(s, net, density=density)
+    order = prunable_paths(v, net.graph)
+    for p in order:
+        w, k = subnets.graph.get_path(out, p), subnets.graph.get_path(v, p)
+        if p in (order[0], order[-1]):
+            np.testing.assert_array_equal(w, k)  # stem and classifier stay dense
+        else:
+            assert np.count_nonzero(w) == max(1, round(np.float32(density) * k.size))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 8, 12])
+def test_quantized_any_bits(bits):
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    v = random_variables(net)
+    out = subspace.at_level(subspace.point(v, compression="quantized"), net, bits=bits)
+    inner = quantized_paths(v, net.graph)
+    assert inner and len(inner) == len(prunable_paths(v, net.graph)) - 2
+    for p in prunable_paths(v, net.graph):
+        w = subnets.graph.get_path(out, p)
+        if p in inner:
+            assert len(np.unique(w)) <= 2 ** bits
+            assert np.abs(w - subnets.graph.get_path(v, p)).max() > 0
+        else:
+            np.testing.assert_array_equal(w, subnets.graph.get_path(v, p))
+
+
+def test_at_level_errors():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    s = subspace.point(random_variables(net), compression="unstructured")
+    with pytest.raises(ValueError, match="exactly one"):
+        subspace.at_level(s, net, density=0.5, bits=4)
+    with pytest.raises(ValueError, match="trained for unstructured.*density="):
+        subspace.at_level(s, net, width=0.5)
+    with pytest.raises(ValueError, match="density must be in"):
+        subspace.at_level(s, net, density=1.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        subspace.at(s, net, 2.0)
+    q = subspace.point(s.base, compression="quantized")
+    with pytest.raises(ValueError, match="bits must be an integer"):
+        subspace.at_level(q, net, bits=1)
+
+
+def test_act_quant_apply():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    v = random_variables(net)
+    x = np.random.default_rng(2).normal(size=(16, 8)).astype(np.float32)
+    ref = net.apply(v, x)
+    off = subspace.act_quant_apply(net, v, x, 2, enabled=False)
+    np.testing.assert_allclose(off, ref, rtol=1e-6)
+    fine = subspace.act_quant_apply(net, v, x, 16)
+    coarse = subspace.act_quant_apply(net, v, x, 2)
+    assert np.abs(fine - ref).max() < 1e-2 * np.abs(ref).max()
+    assert np.abs(coarse - ref).max() > 10 * np.abs(fine - ref).max()

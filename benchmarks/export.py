@@ -5,10 +5,11 @@ Two models, as the export issue asks:
   data are SYNTHETIC: 12 classes, each a fixed random 49x10 template, plus noise.
 - ``vision-ds-cnn`` on Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist).
 
-Each network is trained briefly as a nested family (the loss summed over the width-masked
-levels, so every level is a usable classifier), every level's BatchNorm statistics are
-re-estimated at its own width (as slimmable networks do), then each level is sliced, converted to
-a full-int8 TFLite model and run in the TFLite-Micro interpreter on the evaluation samples.
+Each network is trained briefly as a nested family (sandwich: the full level plus one random
+other width-masked level per step, so every level is a usable classifier), every level's
+BatchNorm statistics are re-estimated at its own width (as slimmable networks do), then each
+level is sliced, converted to a full-int8 TFLite model and run in the TFLite-Micro interpreter
+on the evaluation samples.
 
 Usage:
     PYTHONPATH=. .venv/bin/python benchmarks/export.py [--quick] [--out export.png]
@@ -39,12 +40,17 @@ from subnets import data, export
 from subnets.train import cross_entropy
 
 
-def kws_synthetic(n: int, *, key: jax.Array, classes: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic 49x10x1 'keywords': a random template per class plus noise, in [0, 1]."""
-    k_t, k_y, k_n = jax.random.split(key, 3)
-    templates = np.asarray(jax.random.uniform(k_t, (classes, 49, 10, 1)))
+def kws_synthetic(n: int, *, key: jax.Array, classes: int = 12,
+                  task_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic 49x10x1 'keywords': a fixed random template per class plus noise, in [0, 1].
+
+    The templates depend only on ``task_seed`` (one task); ``key`` draws the samples, so train
+    and test sets made with different keys are two samples of the same task.
+    """
+    templates = np.asarray(jax.random.uniform(jax.random.key(task_seed), (classes, 49, 10, 1)))
+    k_y, k_n = jax.random.split(key)
     y = np.asarray(jax.random.randint(k_y, (n,), 0, classes), np.int32)
-    noise = np.asarray(jax.random.normal(k_n, (n, 49, 10, 1))) * 0.35
+    noise = np.asarray(jax.random.normal(k_n, (n, 49, 10, 1))) * 0.3
     return np.clip(templates[y] + noise, 0, 1).astype(np.float32), y
 
 
@@ -63,27 +69,28 @@ class NestedLevels:
 
 
 def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 64,
-                 lr: float = 2e-3, progress: bool = False) -> NestedLevels:
-    """A short nested training run: every step sums the losses of all width-masked levels."""
+                 lr: float = 3e-3, progress: bool = False) -> NestedLevels:
+    """A short nested training run, sandwich style: each step trains the full level and one
+    other level drawn at random (width masks, so one compilation serves every level)."""
     from tqdm.auto import tqdm
 
-    k_init, k_data = jax.random.split(key)
+    k_init, k_data, k_level = jax.random.split(key, 3)
     variables = net.init(k_init)
-    tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    tx = optax.adam(optax.cosine_decay_schedule(lr, max(1, steps)))
     opt = tx.init(variables["params"])
+    table = {g: jnp.asarray([lv[g] for lv in levels]) for g in levels[-1]}
 
-    def loss_fn(params, v, xb, yb):
-        total, stats = 0.0, v.get("batch_stats")
-        for w in levels:
-            masked = subnets.width_mask({**v, "params": params}, net.graph, w)
-            logits, new = net.apply(masked, xb, train=True, mutable=True)
-            total = total + cross_entropy(logits, yb)
-            stats = new  # the last (full) level's statistics; re-estimated per level below
-        return total / len(levels), stats
+    def loss_fn(params, v, xb, yb, i):
+        v = {**v, "params": params}
+        full, stats = net.apply(v, xb, train=True, mutable=True)
+        masked = subnets.width_mask(v, net.graph, {g: t[i] for g, t in table.items()})
+        small = net.apply(masked, xb, train=True)
+        # Running statistics from the full level; every level re-estimates its own below.
+        return cross_entropy(full, yb) + cross_entropy(small, yb), stats
 
     @jax.jit
-    def step(v, opt, xb, yb):
-        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(v["params"], v, xb, yb)
+    def step(v, opt, xb, yb, i):
+        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(v["params"], v, xb, yb, i)
         upd, opt = tx.update(g, opt, v["params"])
         v = {**v, "params": optax.apply_updates(v["params"], upd)}
         if "batch_stats" in v:
@@ -91,8 +98,9 @@ def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 
         return v, opt, loss
 
     idx = np.asarray(jax.random.randint(k_data, (steps, batch), 0, len(x)))
+    pick = np.asarray(jax.random.randint(k_level, (steps,), 0, max(1, len(levels) - 1)))
     for i in tqdm(range(steps), desc=f"train {net.name}", disable=not progress, leave=False):
-        variables, opt, _ = step(variables, opt, x[idx[i]], y[idx[i]])
+        variables, opt, _ = step(variables, opt, x[idx[i]], y[idx[i]], pick[i])
     stats = tuple(_recalibrate(net, subnets.slice_widths(variables, net.graph, w), x)
                   for w in levels)
     return NestedLevels(net, variables, tuple(levels), stats)
@@ -167,16 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run (~30 s)")
     p.add_argument("--eval", type=int, default=1000, help="evaluation samples")
-    p.add_argument("--steps", type=int, default=400, help="training steps per model")
+    p.add_argument("--steps", type=int, default=300, help="training steps per model")
+    p.add_argument("--models", default="ds-cnn-s,vision-ds-cnn",
+                   help="comma-separated: ds-cnn-s (synthetic KWS) and/or vision-ds-cnn")
     p.add_argument("--out", default=None, help="PNG path for the per-level plot")
     args = p.parse_args(argv)
     progress = sys.stderr.isatty()
     key = jax.random.key(0)
     if args.quick:
-        fractions, steps, n_eval, models = (0.25, 1.0), 20, 100, ("ds-cnn-s",)
+        # Smoke run: no training (its compile dominates), BN re-estimation and export only.
+        fractions, steps, n_eval, models = (0.25, 1.0), 0, 100, ("ds-cnn-s",)
     else:
         fractions, steps, n_eval = (0.25, 0.5, 0.75, 1.0), args.steps, args.eval
-        models = ("ds-cnn-s", "vision-ds-cnn")
+        models = tuple(m for m in args.models.split(",") if m)
+        unknown = set(models) - {"ds-cnn-s", "vision-ds-cnn"}
+        if unknown:
+            p.error(f"--models: unknown {sorted(unknown)}; choose ds-cnn-s, vision-ds-cnn")
     results = []
     for i, name in enumerate(models):
         k_train, k_eval, k_fit = jax.random.split(jax.random.fold_in(key, i), 3)

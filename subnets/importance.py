@@ -78,6 +78,11 @@ def _group_scores(graph: ChannelGraph, variables: Mapping, values: Mapping,
     return out
 
 
+def from_saliency(graph: ChannelGraph, variables: Mapping, saliency_tree: Mapping) -> Scores:
+    """Unit scores from a per-weight :func:`saliency` tree (what :func:`taylor` returns)."""
+    return _group_scores(graph, variables, saliency_tree)
+
+
 def _default_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     from subnets.train import cross_entropy
 
@@ -144,7 +149,7 @@ def taylor(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 3.2.
     """
-    return _group_scores(net.graph, variables, saliency(net, variables, batches, loss_fn=loss_fn))
+    return from_saliency(net.graph, variables, saliency(net, variables, batches, loss_fn=loss_fn))
 
 
 def l1(variables: Mapping, graph: ChannelGraph) -> Scores:
@@ -206,11 +211,12 @@ def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any
                   *, loss_fn: Callable | None = None, saliency_tree: Mapping | None = None,
                   kinds: tuple[str, ...] = ("conv",), pointwise_only: bool = True,
                   ) -> dict[Path, np.ndarray]:
-    """Per-kernel Taylor scores ``|w * g|`` of each (pointwise) layer: filter x input channel.
+    """Per-kernel Taylor scores ``|w * g|`` of each (pointwise) layer: input x output channel.
 
     This is the value of the REDS generalised DS-CNN knapsack, where a pointwise layer's value
     counts every kept kernel (kept filter x kept input channel). With the channels permuted,
-    the value of widths ``(w_in, w_out)`` is ``S[:w_out, :w_in].sum()``, a 2-D prefix sum.
+    the value of widths ``(w_in, w_out)`` is ``S[:w_in, :w_out].sum()``, a 2-D prefix sum;
+    this is the ``kernel_scores`` argument of :func:`subnets.nested.select_widths`.
 
     Args:
         net: a zoo net.
@@ -223,9 +229,10 @@ def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any
             layer listed in ``kinds``, summed over its spatial window.
 
     Returns:
-        ``{kernel path: float64 array (out_group size, in_group size)}``, in the graph's layer
-        order. ``S.sum(axis=1)`` is that layer's contribution to the output group's
-        :func:`taylor` score.
+        ``{kernel path: float64 array (in_group size, out_group size)}`` (the kernel's own
+        ``[in, out]`` layout, spatial window summed), in the graph's layer order.
+        ``S.sum(axis=0)`` is that layer's contribution to the output group's :func:`taylor`
+        score.
 
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 3.3.1 (DS-CNN generalised knapsack).
@@ -244,5 +251,5 @@ def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any
         s = s.reshape(-1, s.shape[-2], n_out).sum(axis=0) if s.ndim > 2 else s
         if s.ndim == 2 and layer.window > 1 and layer.kind == "dense":
             s = s.reshape(layer.window, -1, n_out).sum(axis=0)
-        out[layer.path] = s.T
+        out[layer.path] = s
     return out

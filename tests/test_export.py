@@ -92,13 +92,23 @@ def test_sliced_level_is_genuinely_smaller(dscnn, int8_model):
     assert export.tflm_run(small, x[:2]).shape == (2, 5)
 
 
-def test_measured_arena_is_tight(int8_model):
+def test_measured_arena_is_tight(int8_model, tmp_path):
+    from subnets.export.arena import _Prober
+
     arena = export.measure_arena(int8_model)
     assert arena % 16 == 0
     x = np.zeros((1,) + SHAPE, np.float32)
-    export.tflm_run(int8_model, x, arena_size=arena)
-    with pytest.raises(export.ArenaError, match="arena"):
+    assert export.tflm_run(int8_model, x, arena_size=arena).shape == (1, 5)
+    with pytest.raises(export.ArenaError, match="B more"):
         export.tflm_run(int8_model, x, arena_size=arena - 32)
+    # Independent probes in a fresh interpreter process: the minimum works, 32 B less does not.
+    path = tmp_path / "m.tflite"
+    path.write_bytes(int8_model)
+    probe = _Prober(str(path))
+    try:
+        assert probe(arena) and not probe(arena - 32)
+    finally:
+        probe.close()
 
 
 def test_op_tflm_lacks_fails_export_naming_it():

@@ -1,4 +1,4 @@
-"""`subnets export RUN_DIR --board ... --out DIR` (family loading stubbed until Family lands)."""
+"""`subnets export RUN_DIR --board ... --out DIR` on a real saved Family."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ import pytest
 import subnets
 from subnets import export
 from subnets.cli import main
-from subnets.cli import export as cli_export
+from subnets.runtime.family import Family
 
 SHAPE = (16, 8, 1)
 
 
 @pytest.fixture()
-def run_dir(tmp_path, monkeypatch):
+def run_dir(tmp_path):
+    """What `subnets nest --out` writes: family.subnets + metrics.json (here without 'data')."""
     net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=SHAPE)
-    fam = export.SlicedLevels(net, net.init(jax.random.key(0)),
-                              tuple(export.uniform_levels(net.graph, [0.25, 1.0])))
+    fam = Family(net, net.init(jax.random.key(0)), export.uniform_levels(net.graph, [0.25, 1.0]))
     d = tmp_path / "run"
     d.mkdir()
+    fam.save(d / "family.subnets")
     (d / "metrics.json").write_text(json.dumps({"levels": 2}))
-    monkeypatch.setattr(cli_export, "_load_family", lambda path: fam)
     return d
 
 

@@ -150,7 +150,8 @@ def test_kernel_scores_rows_sum_to_layer_contribution():
     assert sorted(ks) == [("params", f"pw{i}", "kernel") for i in range(4)]
     s = ks[("params", "pw2", "kernel")]
     assert s.shape == (64, 64)
-    np.testing.assert_allclose(s.sum(axis=1), sal["params"]["pw2"]["kernel"].sum(axis=(0, 1, 2)))
+    np.testing.assert_allclose(s.sum(axis=0), sal["params"]["pw2"]["kernel"].sum(axis=(0, 1, 2)))
+    np.testing.assert_allclose(s[5, 9], sal["params"]["pw2"]["kernel"][0, 0, 5, 9])
     # Taylor score of g3 = pw2's kernel contribution + its bias and norm + block 3's
     # depthwise conv, which writes the same channels.
     taylor = importance.taylor(net, v, [batch])
@@ -159,7 +160,7 @@ def test_kernel_scores_rows_sum_to_layer_contribution():
                                       ("pw2_norm", "bias"), ("dw3", "bias"),
                                       ("dw3_norm", "scale"), ("dw3_norm", "bias")))
     extra = extra + sp["dw3"]["kernel"].sum(axis=(0, 1, 2))
-    np.testing.assert_allclose(taylor["g3"], s.sum(axis=1) + extra, rtol=1e-5)
+    np.testing.assert_allclose(taylor["g3"], s.sum(axis=0) + extra, rtol=1e-5)
 
 
 def test_empty_batches_rejected():

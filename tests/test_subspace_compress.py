@@ -75,13 +75,16 @@ def test_structured_deploy_equals_masked_training_network():
     comp = subspace.structured(net.graph)
     x = np.random.default_rng(1).normal(size=(3, 8, 8, 1)).astype(np.float32)
     masked = jax.jit(lambda v, w: net.apply(comp.compress(v, w), x))
+    act = jax.jit(lambda v, w: subspace.masked_apply(net, v, x,
+                                                     subspace.channel_counts(net.graph, w)))
     sliced = jax.jit(lambda v: net.apply(v, x))
     for width in (0.25, 0.6):
         small = subspace.at_level(s, net, width=width)
         counts = subspace.channel_counts(net.graph, width)
         net.graph.validate(small, widths=counts)
-        np.testing.assert_allclose(sliced(small), masked(s.base, jnp.float32(width)),
-                                   rtol=2e-4, atol=2e-4)
+        ref = masked(s.base, jnp.float32(width))
+        np.testing.assert_allclose(sliced(small), ref, rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(act(s.base, jnp.float32(width)), ref, rtol=2e-4, atol=2e-4)
 
 
 @settings(max_examples=8, deadline=None)

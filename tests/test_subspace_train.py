@@ -189,6 +189,7 @@ def test_data_parallel_step_matches_single_device():
     assert out["single"][2] != out["single"][0]  # the steps did train
 
 
+@pytest.mark.slow
 def test_learns_and_evaluates_at_unseen_levels():
     net = subnets.zoo.create("dnn-s", num_classes=10, input_shape=(8, 8, 1))
     x, y = subnets.data.load("digits", "train")
@@ -208,3 +209,24 @@ def test_learns_and_evaluates_at_unseen_levels():
                      x, y, config=subspace.LCSConfig(1, "uniform", warmup=0.5), **kw)
     for b in (4, 8, 10):  # 8 and 10 bits lie outside the trained 3..6
         assert acc(subspace.at_level(q, net, bits=b)) > 0.7, b
+
+
+def test_activation_masks_train_exactly_like_weight_masks():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,), norm="batch")
+    x, y = toy_data(32)
+    s = subspace.init_point(net, key=jax.random.key(0))
+    tx = subspace.default_optimizer(10, lr=0.05)
+    states = {}
+    for mask in ("activations", "weights"):
+        step = subspace.make_train_step(net, tx, subspace.LCSConfig(4, "sandwich", mask=mask),
+                                        total_steps=10)
+        st = subspace.init_state(s, tx)
+        for i in range(2):
+            st, m = step(st, x, y, jax.random.key(i))
+        states[mask] = (st, m)
+    (a, ma), (b, mb) = states["activations"], states["weights"]
+    np.testing.assert_allclose(ma["losses"], mb["losses"], rtol=1e-5)
+    jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-6),
+                 a.subspace.base, b.subspace.base)
+    # The running statistics were updated (merged over the levels each channel was live in).
+    assert np.any(np.asarray(a.subspace.base["batch_stats"]["norm0"]["mean"]) != 0)

@@ -143,50 +143,16 @@ def _interpreter(model: bytes, arena_size: int) -> tuple[Any, str]:
     return interp, text
 
 
-def _default_arena(model: bytes) -> int:
-    return 10 * len(model) + (1 << 20)
-
-
-def _invoke_zeros(interp: Any) -> str:
-    details = interp.get_input_details(0)
-    interp.set_input(np.zeros(details["shape"], details["dtype"]), 0)
-    with _captured_stderr() as log:
-        try:
-            interp.invoke()
-            ok = True
-        except RuntimeError:
-            ok = False
-    return "" if ok else "".join(log) or "invoke failed"
-
-
 def measure_arena(model: bytes, *, resolution: int = 16) -> int:
     """Smallest tensor arena (bytes) with which TFLite-Micro allocates and invokes ``model``.
 
-    Args:
-        model: ``.tflite`` bytes.
-        resolution: bisection stops when the bracket is this narrow (TFLM aligns to 16).
-
-    Returns:
-        The measured arena size, rounded up to ``resolution``.
+    Measured by bisection over real interpreter allocations (see :mod:`subnets.export.arena`),
+    rounded up to ``resolution`` (TFLM aligns to 16). Cached per model.
     """
+    from subnets.export.arena import measure
+
     check_ops(model)
-
-    def fits(size: int) -> bool:
-        interp, _ = _interpreter(model, size)
-        return interp is not None and not _invoke_zeros(interp)
-
-    hi = _default_arena(model)
-    while not fits(hi):
-        if hi > 1 << 30:
-            _, log = _interpreter(model, hi)
-            raise ArenaError(f"TFLite-Micro cannot run this model even with a {hi:,} B arena: "
-                             f"{log.strip()[:500]}")
-        hi *= 2
-    lo = 0  # invariant: fits(hi), not fits(lo)
-    while hi - lo > resolution:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return -(-hi // resolution) * resolution
+    return measure(model, resolution=resolution)
 
 
 def tflm_run(model: bytes, x: Any, *, arena_size: int | None = None,
@@ -198,7 +164,7 @@ def tflm_run(model: bytes, x: Any, *, arena_size: int | None = None,
         x: a batch, shape ``(N,) + input shape`` of the model (without its batch axis of 1).
             Float inputs to an int8 model are quantised with the model's input scale and zero
             point; integer inputs are passed as they are.
-        arena_size: tensor arena bytes (default: generous; see :func:`measure_arena`).
+        arena_size: tensor arena bytes (default: the measured minimum, :func:`measure_arena`).
         dequantize: return float outputs ``(q - zero_point) * scale`` instead of raw int8.
 
     Returns:
@@ -206,10 +172,14 @@ def tflm_run(model: bytes, x: Any, *, arena_size: int | None = None,
 
     Raises:
         UnsupportedOpError: an op TFLite-Micro lacks.
-        ArenaError: ``arena_size`` is too small (the message gives TFLM's report).
+        ArenaError: ``arena_size`` is below what the model needs (says how much).
     """
-    check_ops(model)
-    size = int(arena_size) if arena_size is not None else _default_arena(model)
+    needed = measure_arena(model)
+    size = needed if arena_size is None else int(arena_size)
+    if size < needed:
+        # Never build an interpreter that cannot fit: TFLM's Python wrapper may crash then.
+        raise ArenaError(f"arena_size {size:,} B is too small: TFLite-Micro needs {needed:,} B "
+                         f"for this model ({needed - size:,} B more)")
     interp, log = _interpreter(model, size)
     if interp is None:
         raise ArenaError(f"TFLite-Micro could not allocate the model in a {size:,} B arena: "

@@ -1,4 +1,4 @@
-"""Compiled kernels that are not JAX: the Numba knapsack used by REDS (and, later, the MCU runtime)."""
+"""Compiled code that is not JAX: the Numba knapsack behind REDS (later also the MCU runtime)."""
 
 from subnets.kernels.knapsack import (
     FEAS_RTOL,

@@ -257,7 +257,9 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
     for i in idx:
         try:
             w, _, _ = solve_chain(U, P, CU, CP, K, vecs[i], lo, hi)
-        except ValueError:
+        except ValueError as e:
+            if not str(e).startswith("infeasible"):
+                raise
             raise ValueError(_infeasible_message(budgets[i], vecs[i], resources, full, U, P,
                                                  CU, CP, K, lo, floor, order)) from None
         results[i] = {n: int(w[j]) for j, n in enumerate(chain)}

@@ -12,6 +12,8 @@ Five criteria, all "higher score = keep":
   linearised network (all weights replaced by ``|w|``, biases and norm shifts removed, BatchNorm
   made the identity) on an all-ones input. Iterated over ``rounds`` (100) with the exponential
   schedule ``density ** (k / rounds)``, each round scoring the network already masked.
+  With GroupNorm/InstanceNorm the linearised net still normalises, so it is not homogeneous
+  and SynFlow's conservation law does not hold (the ranking is still defined).
 
 :func:`scores` gives one round of scores, :func:`pai_masks` turns scores into masks at a density
 (exact count, global or per layer), and :func:`prune_at_init` does both, iterating for SynFlow.
@@ -153,7 +155,8 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
         method: one of :data:`METHODS`.
         key: ``jax.random.key``; required for ``random``.
         prunable: kernel paths to score (default: every layer of ``net.graph``).
-        masks: weights already pruned (scored on the masked network; their scores are 0).
+        masks: weights already pruned: the network is scored with them zeroed and their
+            scores are ``-inf``, so no criterion (GraSP's are signed) can revive them.
         train: run BatchNorm on batch statistics (default: running averages, as the SynFlow
             reference code scores in eval mode).
 
@@ -232,9 +235,9 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
 
     Example:
         >>> import numpy as np
-        >>> m = pai_masks({("a",): np.arange(4.), ("b",): np.arange(6.)}, 0.5)
+        >>> m = pai_masks({("a",): np.array([0., 10., 20., 30.]), ("b",): np.arange(6.)}, 0.5)
         >>> [int(v.sum()) for v in m.values()]
-        [0, 5]
+        [3, 2]
     """
     if not 0.0 < float(density) <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")

@@ -269,9 +269,37 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
             ok[c] = True
         elif has_bias:
             needs.append(c)
+    kernel = np.asarray(params["kernel"])
+    if needs and kernel.ndim == 2:
+        # Dense (also after a flatten): the constants times their kernel rows, summed.
+        rows = kernel.reshape(m.spatial, size, out_dim)
+        for c in needs:
+            ok[c] = True
+            delta[c] = xs[0, :, c] @ rows[:, c, :]
+        needs = []
+    pad = getattr(module, "padding", None)
+    pad = pad.upper() if isinstance(pad, str) else None
+    plain = getattr(module, "feature_group_count", 1) == 1 and kernel.ndim >= 3
+    one_by_one = all(k == 1 for k in kernel.shape[:-2])
+    rest = []
+    for c in needs:
+        taps = kernel[..., c, :].reshape(-1, out_dim)
+        constant = _close(xs[0, :, c], np.broadcast_to(xs[0, :1, c], xs[0, :, c].shape), atol)
+        if plain and constant and (pad == "VALID" or (one_by_one and pad == "SAME")):
+            # Every output position reads the constant through every tap: no padding involved.
+            ok[c] = True
+            delta[c] = xs[0, 0, c] * taps.sum(axis=0)
+        elif plain and pad == "SAME" and not np.any(taps):
+            ok[c] = True  # the layer ignores the channel
+        elif plain and pad == "SAME" and constant:
+            continue  # zero padding makes the border positions see less of the constant
+        else:
+            rest.append(c)
+    needs = rest
     if needs:
-        # Push each channel's constant alone through the layer (no bias) and see whether its
-        # contribution is the same at every output position.
+        # Any other layer: push each channel's constant alone through it (bias zeroed) and see
+        # whether its contribution is the same at every output position (VALID: yes; SAME:
+        # no, the zero padding reaches the borders).
         z = np.zeros((len(needs),) + x.shape[1:], x.dtype)
         zs = z.reshape(len(needs), -1, size)
         for i, c in enumerate(needs):

@@ -193,6 +193,23 @@ class Family:
         return self.executable(level, x.shape, x.dtype)(self.variables,
                                                          self.level_batch_stats, x)
 
+    def replace(self, variables: Mapping, *, level_batch_stats: Any = None) -> Family:
+        """A family of the same levels over new weights, sharing the compiled executables.
+
+        The executables take the weights as arguments, so after fine-tuning no level is
+        recompiled, provided the new arrays have the same structure, shapes and dtypes.
+        """
+        new = Family(self.net, variables, self.levels, level_batch_stats=level_batch_stats)
+        same = (jax.tree.structure((new.variables, new.level_batch_stats))
+                == jax.tree.structure((self.variables, self.level_batch_stats))
+                and all(a.shape == b.shape and a.dtype == b.dtype for a, b in zip(
+                    jax.tree.leaves((new.variables, new.level_batch_stats)),
+                    jax.tree.leaves((self.variables, self.level_batch_stats)), strict=True)))
+        if same:
+            new._executables = self._executables
+            new._active = new._executables[new._level]
+        return new
+
     # ------------------------------------------------------------------ memory and storage
     def memory_bytes(self) -> int:
         """Bytes held: the full variables once, plus the per-level statistics if any."""

@@ -23,6 +23,8 @@ from subnets.subspace.compress import (
     at_level,
     channel_counts,
     make,
+    masked_apply,
+    output_groups,
     quantized,
     structured,
     unstructured,
@@ -38,7 +40,7 @@ from subnets.subspace.core import (
     regulariser,
     weights,
 )
-from subnets.subspace.fit import fit, load, save
+from subnets.subspace.fit import DEFAULT_LEVELS, evaluate_levels, fit, load, save
 from subnets.subspace.train import (
     LCSConfig,
     SubspaceState,
@@ -57,6 +59,7 @@ from subnets.subspace.train import (
 __all__ = [
     "COMPRESSIONS",
     "Compression",
+    "DEFAULT_LEVELS",
     "LCSConfig",
     "Subspace",
     "SubspaceState",
@@ -64,12 +67,15 @@ __all__ = [
     "data_mesh",
     "default_config",
     "default_optimizer",
+    "evaluate_levels",
     "fit",
     "init_state",
     "load",
     "make_loss",
     "make_train_step",
+    "masked_apply",
     "merge_batch_stats",
+    "output_groups",
     "sample_alphas",
     "save",
     "trainable",

@@ -124,8 +124,9 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
         state, meta = _restore_state(ck, state)
         start = int(meta.get("epoch", 0))
         if mesh is not None:
-            state = init_state(state.subspace, tx, mesh=mesh)._replace(
-                opt_state=state.opt_state, step=state.step)
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     step = make_train_step(net, tx, config, total_steps=total, mesh=mesh)
     bar = _progress(total, start * steps_per_epoch, desc, progress)
     epoch_keys = jax.random.split(key, epochs)
@@ -154,3 +155,36 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+DEFAULT_LEVELS = {"structured": (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25),
+                  "unstructured": (1.0, 0.75, 0.5, 0.25, 0.1, 0.05, 0.025),
+                  "quantized": (8, 7, 6, 5, 4, 3)}
+
+
+def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
+                    levels=None, *, batch_size: int = 500, act_quant: bool = True) -> dict:
+    """Top-1 accuracy at each level (default: the paper's grid), deployed by :func:`at_level`.
+
+    Quantised subspaces are evaluated with activations fake-quantised to the same bits (as
+    trained after warm-up) unless ``act_quant`` is false.
+
+    Returns:
+        ``{level: accuracy}``.
+    """
+    from subnets.subspace.compress import act_quant_apply, at_level
+
+    kind = subspace.compression
+    levels = DEFAULT_LEVELS[kind] if levels is None else levels
+    arg = {"structured": "width", "unstructured": "density", "quantized": "bits"}[kind]
+    quant = kind == "quantized" and act_quant
+    fn = jax.jit(lambda v, xb, b: act_quant_apply(net, v, xb, b) if quant else net.apply(v, xb))
+    out = {}
+    for level in levels:
+        v = at_level(subspace, net, **{arg: level})
+        correct = 0
+        for i in range(0, len(x), batch_size):
+            logits = fn(v, x[i:i + batch_size], np.float32(level))
+            correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[i:i + batch_size]))
+        out[level] = correct / max(1, len(x))
+    return out

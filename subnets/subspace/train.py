@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from subnets.subspace.compress import act_quant_apply, channel_counts, make
+from subnets.subspace.compress import act_quant_apply, channel_counts, make, masked_apply
 from subnets.subspace.core import Subspace, regulariser, weights
 from subnets.train import cross_entropy
 from subnets.transforms import width_mask
@@ -56,6 +56,8 @@ class LCSConfig:
             warm-up; unstructured line: TopK decays linearly from 1 to its target over it;
             quantised: activations are quantised only after it.
         act_quant: quantise activations after warm-up (quantised subspaces).
+        mask: structured levels mask ``"activations"`` (default: shared weights, the fast
+            path under vmap, see :func:`masked_apply`) or ``"weights"`` (``width_mask``).
     """
 
     samples: int = 4
@@ -64,8 +66,11 @@ class LCSConfig:
     beta: float = 1.0
     warmup: float = 0.8
     act_quant: bool = True
+    mask: str = "activations"
 
     def __post_init__(self):
+        if self.mask not in ("activations", "weights"):
+            raise ValueError(f"mask must be 'activations' or 'weights', got {self.mask!r}")
         if self.sampling not in ("sandwich", "uniform", "discrete"):
             raise ValueError(f"sampling must be sandwich, uniform or discrete, got "
                              f"{self.sampling!r}")
@@ -151,12 +156,17 @@ def make_loss(net: Any, config: LCSConfig, total_steps: int):
             else:
                 decay = jnp.maximum(1.0 - step.astype(jnp.float32) / max(warm, 1.0), 0.0)
                 level = level + (1.0 - level) * decay
-        v = comp.compress(weights(s, alpha), level)
-        if sub.compression == "quantized" and config.act_quant:
+        if sub.compression == "structured" and config.mask == "activations":
+            logits, stats = masked_apply(net, weights(s, alpha), x,
+                                         channel_counts(net.graph, level), train=True,
+                                         mutable=True)
+        elif sub.compression == "quantized" and config.act_quant:
+            v = comp.compress(weights(s, alpha), level)
             logits, stats = act_quant_apply(net, v, x, level, enabled=after, train=True,
                                             mutable=True)
         else:
-            logits, stats = net.apply(v, x, train=True, mutable=True)
+            logits, stats = net.apply(comp.compress(weights(s, alpha), level), x, train=True,
+                                      mutable=True)
         active = {}
         if "batch_stats" in sub.base and sub.compression == "structured":
             ones = jax.tree.map(jnp.ones_like, s.base)

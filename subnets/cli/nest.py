@@ -1,0 +1,86 @@
+"""``subnets nest``: train (or load) a model, nest it into REDS levels, fine-tune, evaluate.
+
+Writes ``OUT/metrics.json`` (per level: budget, widths, true MACs, params, bytes, accuracy),
+``OUT/family.subnets`` (the :class:`~subnets.runtime.family.Family`, safe format) and
+``OUT/accuracy_vs_macs.png``; the base model is checkpointed in ``OUT/base`` (orbax) and reused
+when the command is run again with the same ``--out``.
+
+Example:
+    subnets nest --model ds-cnn-s --data fashion_mnist --budgets 0.25,0.5,0.75 --out runs/reds
+
+References:
+    Corti et al., REDS (arXiv:2311.13349).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _budgets(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budgets must be comma-separated numbers, got "
+                                         f"{text!r}") from None
+    if not values or any(b <= 0 for b in values):
+        raise argparse.ArgumentTypeError(f"--budgets must be positive numbers, got {text!r}")
+    return values
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("nest", help="REDS: nested subnetworks of one trained model",
+                       description="Train (or load from OUT/base) a zoo model, score its "
+                                   "channels, permute them by importance, pick nested widths "
+                                   "per MAC budget with the exact knapsack, fine-tune all "
+                                   "levels jointly and evaluate every level.")
+    p.add_argument("--model", default="ds-cnn-s", help="zoo model (default ds-cnn-s)")
+    p.add_argument("--data", default="fashion_mnist", help="data set (default fashion_mnist)")
+    p.add_argument("--budgets", type=_budgets, default=(0.25, 0.5, 0.75),
+                   help="comma-separated fractions of the full MACs (or absolute MACs > 1); "
+                        "the full model is always added as the last level")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--epochs", type=int, default=10, help="base training epochs")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="joint fine-tuning epochs")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--score", choices=("taylor", "l1", "random"), default="taylor",
+                   help="channel importance (default taylor: sum |w*g|)")
+    p.add_argument("--score-batches", type=int, default=100,
+                   help="batches whose gradients the Taylor score sums")
+    p.add_argument("--order", choices=("bottom_up", "top_down"), default="bottom_up",
+                   help="knapsack order (bottom_up: smallest budget first, as REDS)")
+    p.add_argument("--resource", choices=("macs", "params", "bytes"), default="macs")
+    p.add_argument("--objective", choices=("units", "kernels"), default="units",
+                   help="kernels: REDS' generalised DS-CNN objective (needs --score taylor)")
+    p.add_argument("--cost", choices=("coupled", "full_fanin"), default="coupled",
+                   help="full_fanin reproduces the reference's MAC approximation")
+    p.add_argument("--min-units", type=int, default=2)
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="in-place distillation weight from the full level, in [0, 1]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training (and test) examples, for quick runs")
+    p.add_argument("--data-dir", default=None, help="data directory (see subnets.data.load)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    return p
+
+
+def run(args) -> int:
+    from subnets.nested.pipeline import NestConfig, run as run_pipeline
+
+    for name in ("epochs", "finetune_epochs", "score_batches"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    cfg = NestConfig(model=args.model, data=args.data, budgets=tuple(args.budgets),
+                     epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                     batch_size=args.batch_size, score=args.score,
+                     score_batches=max(1, args.score_batches), order=args.order,
+                     resource=args.resource, objective=args.objective, cost=args.cost,
+                     min_units=args.min_units, distill=args.distill, seed=args.seed,
+                     limit=args.limit, data_dir=args.data_dir)
+    log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    run_pipeline(cfg, args.out, progress=not args.quiet, log=log)
+    return 0

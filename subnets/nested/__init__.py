@@ -1,0 +1,38 @@
+"""REDS nested subnetworks: width selection, joint fine-tuning, the end-to-end pipeline.
+
+Example:
+    >>> import jax, subnets
+    >>> from subnets import nested
+    >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    >>> v = net.init(jax.random.key(0))
+    >>> fam = nested.build_family(net, v, subnets.importance.l1(v, net.graph), [0.25, 0.5])
+    >>> [round(subnets.cost.macs(net, w) / subnets.cost.macs(net), 2) <= b
+    ...  for w, b in zip(fam.levels, [0.25, 0.5, 1.0])]
+    [True, True, True]
+
+References:
+    Corti et al., REDS (arXiv:2311.13349).
+"""
+
+from subnets.nested.finetune import (
+    JointState,
+    JointTrainer,
+    default_optimizer,
+    finetune,
+    level_weights,
+    make_joint_step,
+)
+from subnets.nested.pipeline import NestConfig, build_family
+from subnets.nested.select import select_widths
+
+__all__ = [
+    "JointState",
+    "JointTrainer",
+    "NestConfig",
+    "build_family",
+    "default_optimizer",
+    "finetune",
+    "level_weights",
+    "make_joint_step",
+    "select_widths",
+]

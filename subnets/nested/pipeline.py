@@ -1,0 +1,303 @@
+"""The end-to-end REDS pipeline: train (or load) -> score -> permute -> select -> fine-tune ->
+evaluate, as composable steps and one :func:`run` used by ``subnets nest``.
+
+Example:
+    >>> import jax, numpy as np, subnets
+    >>> from subnets.nested.pipeline import build_family
+    >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    >>> v = net.init(jax.random.key(0))
+    >>> scores = subnets.importance.l1(v, net.graph)
+    >>> fam = build_family(net, v, scores, [0.5])
+    >>> len(fam.levels), subnets.cost.macs(net, fam.levels[0]) <= subnets.cost.macs(net) / 2
+    (2, True)
+
+References:
+    Corti et al., REDS (arXiv:2311.13349), Sec. 3 (the whole method) and Sec. 4 (experiments).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from subnets import cost, importance
+from subnets.runtime.family import Family
+from subnets.transforms import permute
+
+SCORERS = ("taylor", "l1", "random")
+
+
+@dataclass(frozen=True)
+class NestConfig:
+    """Everything ``subnets nest`` needs; defaults follow REDS where practical on a CPU."""
+
+    model: str = "ds-cnn-s"
+    data: str = "fashion_mnist"
+    budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
+    epochs: int = 10
+    finetune_epochs: int = 10
+    batch_size: int = 128
+    score: str = "taylor"
+    score_batches: int = 100
+    order: str = "bottom_up"
+    resource: str = "macs"
+    objective: str = "units"
+    cost: str = "coupled"
+    min_units: int = 2
+    distill: float = 0.0
+    seed: int = 0
+    limit: int | None = None
+    data_dir: str | None = None
+
+
+def load_data(cfg: NestConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray,
+                                                                             np.ndarray]]:
+    """``(train, test)`` pairs; ``cfg.limit`` keeps the first N of each (quick runs)."""
+    from subnets import data
+
+    train = data.load(cfg.data, "train", data_dir=cfg.data_dir)
+    test = data.load(cfg.data, "test", data_dir=cfg.data_dir)
+    if cfg.limit is not None:
+        if cfg.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {cfg.limit}")
+        train = tuple(a[: cfg.limit] for a in train)
+        test = tuple(a[: cfg.limit] for a in test)
+    return train, test
+
+
+def make_net(cfg: NestConfig) -> Any:
+    """The zoo model sized for the data set's inputs and classes."""
+    from subnets import data, zoo
+
+    meta = data.info(cfg.data)
+    return zoo.create(cfg.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
+
+
+def score_channels(net: Any, variables: Mapping, method: str, x: np.ndarray, y: np.ndarray, *,
+                   key: jax.Array, num_batches: int = 100,
+                   batch_size: int = 128) -> tuple[dict, dict | None]:
+    """``(scores, saliency tree or None)`` by ``method`` in :data:`SCORERS`.
+
+    Taylor gradients are summed over up to ``num_batches`` shuffled batches.
+    """
+    from subnets.data import batches
+
+    if method == "l1":
+        return importance.l1(variables, net.graph), None
+    if method == "random":
+        return importance.random(net.graph, key=key), None
+    if method != "taylor":
+        raise ValueError(f"score must be one of {SCORERS}, got {method!r}")
+    bs = min(batch_size, len(x))
+    stream = (b for i, b in enumerate(batches(x, y, bs, key=key)) if i < num_batches)
+    sal = importance.saliency(net, variables, stream)
+    return importance.from_saliency(net.graph, variables, sal), sal
+
+
+def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
+                 budgets: Sequence[float], *, order: str = "bottom_up", resource: str = "macs",
+                 min_units: int = 2, objective: str = "units", cost_model: str = "coupled",
+                 kernel_scores: Mapping | None = None) -> Family:
+    """Permute by ``scores``, pick nested widths per budget, return the Family (full level last).
+
+    Args:
+        net: a zoo net whose free groups form a chain.
+        variables: the trained, UNpermuted variables.
+        scores: importance per free group (any scorer of :mod:`subnets.importance`).
+        budgets: fractions (<= 1) or absolute amounts of ``resource``; sorted ascending.
+        order: ``"bottom_up"`` (REDS) or ``"top_down"``; both give nested levels.
+        resource, min_units, objective: passed to ``select_widths``.
+        cost_model: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's approximation).
+        kernel_scores: per-kernel scores (unpermuted, ``[in, out]``) for ``objective="kernels"``.
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 3.1-3.3.
+    """
+    from subnets.nested.select import select_widths
+
+    if order not in ("bottom_up", "top_down"):
+        raise ValueError(f"a Family needs nested levels: order must be 'bottom_up' or "
+                         f"'top_down', got {order!r}")
+    budgets = sorted(float(b) for b in budgets)
+    levels = select_widths(net, scores, budgets, resource=resource, order=order,
+                           min_units=min_units, objective=objective, cost=cost_model,
+                           kernel_scores=kernel_scores)
+    full = net.graph.full_widths()
+    if not levels or levels[-1] != full:
+        levels = [*levels, full]
+    permuted = permute(variables, net.graph, importance.permutation(scores))
+    stats = permuted.get("batch_stats")
+    # Per-level statistics from the start (all equal to the trained ones), so fine-tuning can
+    # swap in per-level statistics without changing the executables' argument structure.
+    level_stats = [stats] * len(levels) if stats else None
+    return Family(net, permuted, levels, level_batch_stats=level_stats)
+
+
+def accuracy(family: Family, level: int, x: np.ndarray, y: np.ndarray, *,
+             batch_size: int = 500) -> float:
+    """Top-1 accuracy of one level, through its compiled executable (last batch padded)."""
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty test set")
+    bs = min(batch_size, len(x))
+    correct = 0
+    for i in range(0, len(x), bs):
+        xb = x[i : i + bs]
+        n = len(xb)
+        if n < bs:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], bs - n, axis=0)])
+        pred = np.argmax(np.asarray(family.apply(xb, level)), axis=-1)[:n]
+        correct += int((pred == y[i : i + n]).sum())
+    return correct / len(x)
+
+
+def level_report(family: Family, x: np.ndarray, y: np.ndarray) -> list[dict]:
+    """Per level: widths, true MACs (and fraction), params, bytes, accuracy."""
+    net = family.net
+    full_macs = cost.macs(net)
+    out = []
+    for i, widths in enumerate(family.levels):
+        m = cost.macs(net, widths)
+        out.append({"level": i, "widths": widths, "macs": m, "macs_fraction": m / full_macs,
+                    "params": cost.params(net, widths),
+                    "bytes_float32": cost.bytes(net, widths),
+                    "bytes_int8": cost.bytes(net, widths, np.int8),
+                    "accuracy": accuracy(family, i, x, y)})
+    return out
+
+
+def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
+               out_dir: str | os.PathLike | None, *, progress: bool = True) -> tuple[dict, bool]:
+    """Train the base model, or restore it from ``out_dir/base`` (orbax). ``(variables, loaded)``."""
+    from subnets import checkpoint
+    from subnets.train import fit
+
+    ck = Path(out_dir) / "base" if out_dir is not None else None
+    if ck is not None and checkpoint.exists(ck):
+        tree, meta = checkpoint.restore(ck)
+        if meta.get("model") != cfg.model or meta.get("data") != cfg.data:
+            raise ValueError(f"checkpoint {ck} holds {meta.get('model')!r} on "
+                             f"{meta.get('data')!r}, not {cfg.model!r} on {cfg.data!r}")
+        net.graph.validate(tree)
+        return tree, True
+    key = jax.random.key(cfg.seed)
+    variables = net.init(jax.random.fold_in(key, 0))
+    if cfg.epochs > 0:
+        variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        key=jax.random.fold_in(key, 1), progress=progress, desc="base")
+    if ck is not None:
+        checkpoint.save(ck, variables, meta={"model": cfg.model, "data": cfg.data,
+                                             "epochs": cfg.epochs, "seed": cfg.seed})
+    return jax.tree.map(np.asarray, variables), False
+
+
+def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray, np.ndarray],
+         test: tuple[np.ndarray, np.ndarray], *, progress: bool = True) -> tuple[Family, dict]:
+    """Score, permute, select, fine-tune and evaluate from trained ``variables``."""
+    from subnets.nested.finetune import finetune
+
+    key = jax.random.key(cfg.seed)
+    timings = {}
+    t = time.perf_counter()
+    scores, sal = score_channels(net, variables, cfg.score, *train, key=jax.random.fold_in(key, 2),
+                                 num_batches=cfg.score_batches, batch_size=cfg.batch_size)
+    ks = None
+    if cfg.objective == "kernels":
+        if sal is None:
+            raise ValueError("objective='kernels' needs score='taylor' (per-kernel |w*g|)")
+        ks = importance.kernel_scores(net, variables, saliency_tree=sal)
+    timings["score_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    family = build_family(net, variables, scores, cfg.budgets, order=cfg.order,
+                          resource=cfg.resource, min_units=cfg.min_units,
+                          objective=cfg.objective, cost_model=cfg.cost, kernel_scores=ks)
+    timings["select_s"] = time.perf_counter() - t
+    before = [accuracy(family, i, *test) for i in range(len(family))]
+    t = time.perf_counter()
+    family = finetune(net, family.variables, family.levels, *train, epochs=cfg.finetune_epochs,
+                      batch_size=cfg.batch_size, key=jax.random.fold_in(key, 3),
+                      distill=cfg.distill, progress=progress, family=family)
+    timings["finetune_s"] = time.perf_counter() - t
+    levels = level_report(family, *test)
+    budgets = sorted(cfg.budgets)
+    for i, rec in enumerate(levels):
+        rec["budget"] = budgets[i] if i < len(budgets) else 1.0
+        rec["accuracy_before_finetune"] = before[i]
+    metrics = {"levels": levels, "timings": timings,
+               "family": {"memory_bytes": family.memory_bytes(),
+                          "separate_bytes": family.separate_bytes()}}
+    return family, metrics
+
+
+def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
+    """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = metrics["levels"]
+    macs = [lv["macs"] / 1e6 for lv in levels]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(macs, [100 * lv["accuracy"] for lv in levels], "o-", label="fine-tuned")
+    if all("accuracy_before_finetune" in lv for lv in levels):
+        ax.plot(macs, [100 * lv["accuracy_before_finetune"] for lv in levels], "s--",
+                alpha=0.6, label="permuted, before fine-tuning")
+    for lv, m in zip(levels, macs, strict=True):
+        ax.annotate(f"{lv.get('budget', 1.0):g}", (m, 100 * lv["accuracy"]),
+                    textcoords="offset points", xytext=(0, 6), fontsize=8, ha="center")
+    ax.set_xlabel("true MACs (millions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
+        log: Callable[[str], Any] = print) -> dict:
+    """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
+
+    Returns:
+        The metrics dict also written to ``out_dir/metrics.json``.
+    """
+    if cfg.score not in SCORERS:
+        raise ValueError(f"score must be one of {SCORERS}, got {cfg.score!r}")
+    if not cfg.budgets or any(b <= 0 for b in cfg.budgets):
+        raise ValueError(f"budgets must be positive, got {cfg.budgets}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    net = make_net(cfg)
+    train, test = load_data(cfg)
+    log(f"{cfg.model} on {cfg.data}: {len(train[0])} train / {len(test[0])} test examples")
+    t = time.perf_counter()
+    variables, loaded = train_base(cfg, net, train, out, progress=progress)
+    base_s = time.perf_counter() - t
+    log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
+    family, metrics = nest(cfg, net, variables, train, test, progress=progress)
+    # The permutation keeps the function, so the full level before fine-tuning IS the base.
+    base_acc = metrics["levels"][-1]["accuracy_before_finetune"]
+    metrics["timings"]["base_s"] = base_s
+    metrics["timings"]["total_s"] = time.perf_counter() - t0
+    metrics = {"config": dataclasses.asdict(cfg), "model": net.name, "data": cfg.data,
+               "base": {"accuracy": base_acc, "macs": cost.macs(net), "params": cost.params(net),
+                        "loaded": loaded}, **metrics}
+    for lv in metrics["levels"]:
+        log(f"  budget {lv['budget']:<5g} MACs {lv['macs']:>10,} ({lv['macs_fraction']:.1%})  "
+            f"accuracy {lv['accuracy']:.4f} (before fine-tuning {lv['accuracy_before_finetune']:.4f})")
+    family.save(out / "family.subnets", meta={"base_accuracy": base_acc})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    plot(metrics, out / "accuracy_vs_macs.png", title=f"REDS {cfg.model} on {cfg.data}")
+    log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}, {out / 'accuracy_vs_macs.png'}")
+    return metrics

@@ -1,0 +1,51 @@
+"""Strict, fast test environment shared by every test module."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("subnets", deadline=None, database=None, print_blob=True)
+settings.load_profile("subnets")
+
+# Small inputs keep every zoo model's compile + run in a second or two on a CPU.
+SMALL_SHAPES = {"cpreresnet20": (8, 8, 3), "vgg16": (8, 8, 3), "vision-ds-cnn": (12, 12, 1)}
+
+
+def randomize(variables, key):
+    """Variables with every array random (running variances positive), so tests can fail."""
+    leaves, treedef = jax.tree.flatten_with_path(variables)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for (path, leaf), k in zip(leaves, keys, strict=True):
+        name = getattr(path[-1], "key", "")
+        r = jax.random.normal(k, leaf.shape, leaf.dtype)
+        if name == "var":
+            r = 0.5 + jax.random.uniform(k, leaf.shape, leaf.dtype)
+        elif name in ("mean", "bias"):
+            r = 0.1 * r
+        elif name == "scale":
+            r = 1.0 + 0.1 * r
+        else:
+            r = leaf + 0.05 * r
+        out.append(r)
+    return jax.tree.unflatten(treedef, out)
+
+
+@pytest.fixture(scope="session")
+def zoo_nets():
+    """Every zoo model at a small input shape, with randomised variables and a batch."""
+    import subnets
+
+    nets = {}
+    for i, name in enumerate(subnets.zoo.NAMES):
+        net = subnets.zoo.create(name, num_classes=7, input_shape=SMALL_SHAPES.get(name))
+        v = randomize(jax.jit(net.init)(jax.random.key(i)), jax.random.key(100 + i))
+        x = np.asarray(jax.random.normal(jax.random.key(200 + i), (3,) + net.input_shape))
+        nets[name] = (net, v, x)
+    return nets

@@ -1,0 +1,55 @@
+"""The --quick modes of benchmarks/lcs.py and benchmarks/lcs_throughput.py run and report.
+
+Both compile several training steps (one per method / variant), about a minute on a shared
+2-core machine, so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_quick(script: str, *extra: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick",
+                          *extra], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_lcs_throughput_quick():
+    out = run_quick("lcs_throughput.py")
+    assert out["compilations"]["vmapped"] == 1  # all 4 levels, every step, one program
+    assert out["compilations"]["loop"] == 2  # one per-level gradient + one update
+    assert out["examples_per_s_vmapped"] > 0 and out["examples_per_s_loop"] > 0
+    inf = out["inference"]
+    assert inf["0.25"]["macs"] < inf["1.0"]["macs"]
+    assert 0 < out["inference_ratio"]["macs"] < 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Fashion-MNIST IDX files not installed")
+def test_lcs_quick(tmp_path):
+    png = tmp_path / "lcs.png"
+    out = run_quick("lcs.py", "--out", str(png))
+    assert png.stat().st_size > 1000
+    methods = out["methods"]
+    assert set(methods) == {"lcs_p", "lcs_l", "sandwich_bn", "discrete", "unstructured_p",
+                            "quantized_p"}
+    widths = {"1.0", "0.875", "0.75", "0.625", "0.5", "0.375", "0.25"}
+    for name in ("lcs_p", "sandwich_bn", "discrete"):
+        assert set(methods[name]["accuracy"]) == widths
+        assert all(0 <= a <= 1 for a in methods[name]["accuracy"].values())
+    assert set(methods["sandwich_bn"]["accuracy_recalibrated"]) == widths
+    assert set(methods["quantized_p"]["accuracy"]) == {"8", "7", "6", "5", "4", "3"}
+    assert set(out["lcs_p_minus_discrete"]) == widths

@@ -15,7 +15,8 @@ Example:
     >>> import numpy as np
     >>> g = ChannelGraph(groups=(
     ...     Group("in", 4, (Member(("params", "d0", "kernel"), 0),), fixed=True),
-    ...     Group("h", 8, (Member(("params", "d0", "kernel"), 1), Member(("params", "d0", "bias"), 0),
+    ...     Group("h", 8, (Member(("params", "d0", "kernel"), 1),
+    ...                    Member(("params", "d0", "bias"), 0),
     ...                    Member(("params", "d1", "kernel"), 0))),
     ...     Group("out", 2, (Member(("params", "d1", "kernel"), 1),
     ...                      Member(("params", "d1", "bias"), 0)), fixed=True)))

@@ -25,7 +25,8 @@ def test_validate_accepts_matching_tree():
 def test_validate_names_offending_path_axis_and_sizes():
     v = _dnn_vars()
     v["params"]["d0"]["bias"] = np.zeros(7)
-    with pytest.raises(ValueError, match=r"group 'h': params/d0/bias axis 0 has size 7, expected 8"):
+    msg = r"group 'h': params/d0/bias axis 0 has size 7, expected 8"
+    with pytest.raises(ValueError, match=msg):
         _dnn_graph().validate(v)
 
 

@@ -94,6 +94,7 @@ def test_slice_is_prefix_of_every_member():
     lin = np.asarray(v["params"]["linear"]["kernel"]).reshape(64, 30, 16)
     np.testing.assert_array_equal(np.asarray(s["params"]["linear"]["kernel"]),
                                   lin[:, :5].reshape(64 * 5, 16))
-    np.testing.assert_array_equal(s["params"]["conv1"]["kernel"], v["params"]["conv1"]["kernel"][..., :5])
+    np.testing.assert_array_equal(s["params"]["conv1"]["kernel"],
+                                  v["params"]["conv1"]["kernel"][..., :5])
     with pytest.raises(ValueError, match=r"width 31 for group 'c1' outside \[1, 30\]"):
         subnets.slice_widths(v, net.graph, {"c1": 31})

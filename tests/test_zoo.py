@@ -50,7 +50,8 @@ def test_init_apply_and_graph_validate(zoo_nets, name):
 def test_permutation_keeps_function(zoo_nets, name, seed):
     net, v, x = zoo_nets[name]
     keys = jax.random.split(jax.random.key(seed), len(net.graph.free))
-    perms = {g.name: jax.random.permutation(k, g.size) for g, k in zip(net.graph.free, keys)}
+    perms = {g.name: jax.random.permutation(k, g.size)
+             for g, k in zip(net.graph.free, keys, strict=True)}
     _close(_jitted(net, "permuted")(v, perms, x), _jitted(net, "apply")(v, x), rtol=1e-5)
 
 

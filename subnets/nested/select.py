@@ -124,7 +124,7 @@ def _param_terms(net: Any) -> list[tuple[float, list[str]]]:
     terms = []
     for path, shape in shapes.items():
         coeff, names = float(math.prod(shape)), []
-        for g, m in by_path.get(path, ()):
+        for g, _m in by_path.get(path, ()):
             if g.fixed:
                 continue
             coeff /= g.size

@@ -11,7 +11,7 @@ Example:
     >>> subnets.cost.macs(net)  # 250*144 + 144*144*2 + 144*12
     79200
     >>> subnets.cost.macs(net, {"h0": 72})  # 250*72 + 72*144 + 144*144 + 144*12
-    50400
+    50832
 
 References:
     Corti et al., REDS (arXiv:2311.13349), Sec. 3.3 (MAC budgets).

@@ -11,7 +11,7 @@ straight-through gradient) and ``interpolate`` (a point on a line of weights) ar
 compressions LCS samples.
 
 Example:
-    >>> import jax.numpy as jnp, subnets
+    >>> import jax, subnets
     >>> net = subnets.zoo.create("dnn-s", num_classes=12)
     >>> v = net.init(jax.random.key(0))
     >>> small = subnets.slice_widths(v, net.graph, {"h0": 16, "h1": 16, "h2": 16})

@@ -15,13 +15,13 @@ from subnets.runtime import Portfolio
 def test_cli_writes_levels_metrics_and_portfolio(tmp_path, method, capsys):
     out = tmp_path / method
     rc = main(["prune", "--method", method, "--model", "dnn-s", "--data", "digits",
-               "--levels", "2", "--fraction", "0.5", "--density", "0.3,0.1", "--epochs", "2",
+               "--levels", "1", "--fraction", "0.6", "--density", "0.3,0.1", "--epochs", "2",
                "--batch-size", "64", "--limit", "512", "--lr", "0.01", "--out", str(out),
                "--quiet"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     rows = m["levels"]
-    assert len(rows) == (3 if method == "imp" else 2)
+    assert len(rows) == 2
     for row in rows:
         # Removal is exact: the same predictions, hence the same accuracy.
         assert row["accuracy_sparse"] == row["accuracy_removed"]
@@ -31,7 +31,7 @@ def test_cli_writes_levels_metrics_and_portfolio(tmp_path, method, capsys):
         assert meta["params"] == sum(np.size(a) for a in _leaves(v["params"]))
         assert meta["widths"] == net.graph.widths_of(v)
     dens = [r["density"] for r in rows]
-    assert dens == sorted(dens, reverse=True) and dens[-1] < 0.35
+    assert dens == sorted(dens, reverse=True) and dens[-1] < 0.45
     # Sparse training beats chance on digits even in two short epochs.
     assert max(r["accuracy_removed"] for r in rows) > 0.3
     p = Portfolio.load(out / "portfolio.subnets")

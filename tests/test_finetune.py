@@ -14,12 +14,13 @@ import subnets
 from subnets.nested.finetune import finetune, level_weights, make_joint_step
 from subnets.runtime.family import Family
 
-LEVELS = [{"g0": 4, "g1": 4, "g2": 8, "g3": 8, "g4": 8}, {"g0": 16, "g1": 16, "g2": 16}, {}]
+LEVELS = [{"h0": 8, "h1": 4, "h2": 8}, {"h0": 16, "h1": 16, "h2": 16}, {}]
 
 
 @functools.lru_cache(maxsize=None)
 def _setup():
-    net = subnets.zoo.create("ds-cnn-s", num_classes=3, input_shape=(12, 8, 1))
+    # A BatchNorm DNN: per-level statistics are exercised, compilation stays cheap.
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(12, 8, 1), norm="batch")
     shapes = jax.eval_shape(net.init, jax.random.key(0))
     rng = np.random.default_rng(0)
 
@@ -60,11 +61,12 @@ def test_step_decreases_loss_compiles_once_keeps_level_stats():
     assert int(state.step) == 15
     assert np.asarray(per).shape == (len(LEVELS),)
     # Every level keeps its own BatchNorm statistics; the full level's ride in the variables.
-    mean = np.asarray(state.level_batch_stats["pw0_norm"]["mean"])
-    assert mean.shape == (3, 64)
-    assert np.all(mean[0, 4:] == 0) and np.all(mean[0, :4] != 0)  # level 0 keeps 4 of g1
+    mean = np.asarray(state.level_batch_stats["norm1"]["mean"])
+    assert mean.shape == (3, 144)
+    # Level 0 keeps 4 channels of h1: only those statistics moved (they start at 0).
+    assert np.all(mean[0, 4:] == 0) and np.all(mean[0, :4] != 0)
     assert not np.allclose(mean[1, :4], mean[2, :4])
-    np.testing.assert_array_equal(np.asarray(state.variables["batch_stats"]["pw0_norm"]["mean"]),
+    np.testing.assert_array_equal(np.asarray(state.variables["batch_stats"]["norm1"]["mean"]),
                                   mean[2])
 
 
@@ -72,11 +74,12 @@ def test_masked_weights_of_small_levels_still_train_through_larger():
     net, v, x, y = _setup()
     trainer = make_joint_step(net, [LEVELS[0]], tx=optax.sgd(0.1))
     state, _ = trainer.step(trainer.init(v), x, y)
-    k0 = np.asarray(v["params"]["pw1"]["kernel"])
-    k1 = np.asarray(state.variables["params"]["pw1"]["kernel"])
+    k0 = np.asarray(v["params"]["dense2"]["kernel"])
+    k1 = np.asarray(state.variables["params"]["dense2"]["kernel"])
     # Only the smallest level trains: weights outside its prefix get no gradient.
-    np.testing.assert_array_equal(k1[..., 4:, :], k0[..., 4:, :])
-    assert not np.allclose(k1[..., :4, :8], k0[..., :4, :8])
+    np.testing.assert_array_equal(k1[4:, :], k0[4:, :])
+    np.testing.assert_array_equal(k1[:, 8:], k0[:, 8:])
+    assert not np.allclose(k1[:4, :8], k0[:4, :8])
 
 
 def test_level_weights_are_sqrt_param_fractions():
@@ -104,8 +107,8 @@ def test_finetune_returns_family_with_level_stats():
                    progress=False)
     assert isinstance(fam, Family) and fam.level_batch_stats is not None
     small = fam.level_variables(0)
-    assert small["batch_stats"]["pw0_norm"]["mean"].shape == (4,)
-    np.testing.assert_array_equal(small["batch_stats"]["pw0_norm"]["mean"],
-                                  fam.level_batch_stats["pw0_norm"]["mean"][0, :4])
+    assert small["batch_stats"]["norm1"]["mean"].shape == (4,)
+    np.testing.assert_array_equal(small["batch_stats"]["norm1"]["mean"],
+                                  fam.level_batch_stats["norm1"]["mean"][0, :4])
     out = fam.apply(x[:4], 0)
     assert out.shape == (4, 3) and np.all(np.isfinite(np.asarray(out)))

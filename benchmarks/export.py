@@ -5,8 +5,8 @@ Two models, as the export issue asks:
   data are SYNTHETIC: 12 classes, each a fixed random 49x10 template, plus noise.
 - ``vision-ds-cnn`` on Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist).
 
-Each network is trained briefly as a nested family (sandwich: the full level plus one random
-other width-masked level per step, so every level is a usable classifier), every level's
+Each network is trained briefly as a nested family (sandwich rule: the full, the smallest and one
+random width-masked level per step, so every level is a usable classifier), every level's
 BatchNorm statistics are re-estimated at its own width (as slimmable networks do), then each
 level is sliced, converted to a full-int8 TFLite model and run in the TFLite-Micro interpreter
 on the evaluation samples.
@@ -70,8 +70,9 @@ class NestedLevels:
 
 def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 64,
                  lr: float = 3e-3, progress: bool = False) -> NestedLevels:
-    """A short nested training run, sandwich style: each step trains the full level and one
-    other level drawn at random (width masks, so one compilation serves every level)."""
+    """A short nested training run by the sandwich rule: each step trains the full level, the
+    smallest level and one level drawn at random between them (width masks, so one compilation
+    serves every level)."""
     from tqdm.auto import tqdm
 
     k_init, k_data, k_level = jax.random.split(key, 3)
@@ -83,10 +84,12 @@ def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 
     def loss_fn(params, v, xb, yb, i):
         v = {**v, "params": params}
         full, stats = net.apply(v, xb, train=True, mutable=True)
-        masked = subnets.width_mask(v, net.graph, {g: t[i] for g, t in table.items()})
-        small = net.apply(masked, xb, train=True)
+        loss = cross_entropy(full, yb)
+        for j in (0, i) if len(levels) > 2 else (0,):
+            masked = subnets.width_mask(v, net.graph, {g: t[j] for g, t in table.items()})
+            loss = loss + cross_entropy(net.apply(masked, xb, train=True), yb)
         # Running statistics from the full level; every level re-estimates its own below.
-        return cross_entropy(full, yb) + cross_entropy(small, yb), stats
+        return loss, stats
 
     @jax.jit
     def step(v, opt, xb, yb, i):
@@ -98,7 +101,8 @@ def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 
         return v, opt, loss
 
     idx = np.asarray(jax.random.randint(k_data, (steps, batch), 0, len(x)))
-    pick = np.asarray(jax.random.randint(k_level, (steps,), 0, max(1, len(levels) - 1)))
+    # The random level lies strictly between the smallest and the full one.
+    pick = np.asarray(jax.random.randint(k_level, (steps,), 1, max(2, len(levels) - 1)))
     for i in tqdm(range(steps), desc=f"train {net.name}", disable=not progress, leave=False):
         variables, opt, _ = step(variables, opt, x[idx[i]], y[idx[i]], pick[i])
     stats = tuple(_recalibrate(net, subnets.slice_widths(variables, net.graph, w), x)

@@ -133,6 +133,7 @@ def dp_solve(pb: dict, budget: float, lo: np.ndarray, repeats: int) -> tuple[np.
 
 def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]) -> dict:
     from subnets import cost, zoo
+    from subnets.kernels.knapsack import evaluate_chain
     from subnets.nested.select import select_widths
 
     net = zoo.create(name, num_classes=12)
@@ -141,11 +142,10 @@ def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]
     total = float(cost.macs(net))
     seconds = args.cp_sat_seconds
     res: dict = {"groups": dict(zip(pb["order"], pb["sizes"].tolist(), strict=True)),
-                 "total_macs": int(total)}
+                 "total_macs": int(total), "round_unit": 0.5 / pb["scale"]}
     t0 = time.perf_counter()
     nested = select_widths(net, scores, budgets, min_units=args.min_units)
     res["select_widths_nested_ms"] = 1e3 * (time.perf_counter() - t0)
-    value = {}
     for mode in modes:
         ff = select_widths(net, scores, budgets, min_units=args.min_units, cost="full_fanin",
                            order="bottom_up" if mode == "nested" else "independent")
@@ -159,7 +159,7 @@ def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]
                                                            strict=True))) / total}
             if mode == "nested":
                 assert w.tolist() == [nested[i][n] for n in pb["order"]], "DP != select_widths"
-            if mode == "independent" and i == 0 and "nested" in value:
+            if mode == "independent" and i == 0 and "nested" in res:
                 row.update({k: x for k, x in res["nested"][str(frac)].items() if "cpsat" in k})
             else:
                 row.update(cpsat_solve(pb, B, lo, pb["sizes"], seconds=seconds,
@@ -168,14 +168,11 @@ def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]
                 cw = dict(zip(pb["order"], row["cpsat_widths"], strict=True))
                 row["cpsat_true_frac"] = cost.macs(net, cw) / total
             fw = np.array([ff[i][n] for n in pb["order"]], np.int64)
-            from subnets.kernels.knapsack import evaluate_chain
-
             fv = evaluate_chain(pb["U"], None, pb["CU"], pb["CP"], pb["K"], fw)[0]
             row["full_fanin_true_frac"] = cost.macs(net, ff[i]) / total
             row["full_fanin_value"] = fv
             row["full_fanin_gap"] = 1.0 - fv / v
             rows[str(frac)] = row
-            value[(mode, frac)] = v
             if mode == "nested":
                 lo = w
         res[mode] = rows
@@ -268,11 +265,6 @@ def main(argv: list[str] | None = None) -> dict:
     cases = [(k, m) for k in kinds for m in models]
     for kind, name in tqdm(cases, disable=not sys.stderr.isatty(), desc="knapsack"):
         res = run_model(name, kind, args, budgets, modes)
-        from subnets import zoo
-
-        net = zoo.create(name, num_classes=12)
-        res["round_unit"] = 0.5 / chain_problem(net, make_scores(net, kind, args.seed),
-                                                args.min_units)["scale"]
         results.setdefault(kind, {})[name] = res
     bad = check(results)
     out = {"benchmark": "knapsack", "quick": args.quick, "budgets": budgets, "modes": modes,

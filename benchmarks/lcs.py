@@ -23,6 +23,7 @@ import sys
 import time
 
 import jax
+import optax
 
 import subnets
 from subnets import subspace
@@ -92,7 +93,11 @@ def main(argv=None) -> dict:
     p.add_argument("--test-limit", type=int, default=None, help="test examples (default 2000)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="sgd: the reference's (momentum 0.9, wd 5e-4, cosine); adam: cosine "
+                        "Adam, steadier for runs of a few dozen steps")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 0.1 for sgd, 1e-3 for adam)")
     p.add_argument("--methods", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     p.add_argument("--downsample", type=int, default=1,
                    help="average-pool images by this factor (2: 28x28 -> 14x14, 4x fewer MACs)")
@@ -126,9 +131,14 @@ def main(argv=None) -> dict:
         key = jax.random.key(a.seed)
         init = subspace.init_line if kind == "line" else subspace.init_point
         s = init(net, key=key, compression=comp)
-        lr = 0.025 if comp == "quantized" else a.lr
+        lr = a.lr or (1e-3 if a.optimizer == "adam" else 0.1)
+        lr = lr / 4 if comp == "quantized" and a.optimizer == "sgd" else lr
+        tx = None
+        if a.optimizer == "adam":
+            steps = epochs * (len(x) // batch)
+            tx = optax.adamw(optax.cosine_decay_schedule(lr, steps), weight_decay=5e-4)
         t = time.perf_counter()
-        s = subspace.fit(net, s, x, y, epochs=epochs, batch_size=batch, config=cfg, lr=lr,
+        s = subspace.fit(net, s, x, y, epochs=epochs, batch_size=batch, config=cfg, lr=lr, tx=tx,
                          key=jax.random.fold_in(key, 1), progress=sys.stderr.isatty(),
                          desc=method)
         train_s = time.perf_counter() - t
@@ -147,7 +157,8 @@ def main(argv=None) -> dict:
               file=sys.stderr)
     out = {"model": model, "data": a.data, "input_shape": list(x.shape[1:]),
            "train_examples": len(x), "test_examples": len(xt),
-           "epochs": epochs, "batch_size": batch, "lr": a.lr, "seed": a.seed,
+           "epochs": epochs, "batch_size": batch, "optimizer": a.optimizer, "lr": a.lr,
+           "seed": a.seed,
            "methods": results}
     if "lcs_p" in results:
         lp = results["lcs_p"]["accuracy"]

@@ -86,6 +86,7 @@ def switching(net, removed: dict, dense: dict, widths: dict, folder: str, repeat
         "all_loaded_switch_us": _median_us(lambda: loaded[next_name()], repeats),
         "disk_load_switch_us": _median_us(lambda: io.load(paths[next_name()]), repeats),
         "portfolio_memory_bytes": portfolio.memory_bytes(),
+        "portfolio_compressed_bytes": portfolio.compressed_bytes(),
         "all_loaded_memory_bytes": portfolio.dense_bytes(),
     }
     try:

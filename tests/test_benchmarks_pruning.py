@@ -1,4 +1,8 @@
-"""The pruning benchmarks' --quick modes run and report what they claim to measure."""
+"""The pruning benchmarks' --quick modes run and report what they claim to measure.
+
+Each quick run trains and compiles several models in a fresh process (~30 s alone on 2 cores,
+well over a minute when the cores are shared), so they are marked slow.
+"""
 
 import json
 import subprocess
@@ -21,6 +25,7 @@ def _run(script, tmp_path):
     return result
 
 
+@pytest.mark.slow
 def test_shifter_quick(tmp_path):
     r = _run("shifter", tmp_path)
     assert r["benchmark"] == "shifter" and r["accuracy_equal_all_levels"]
@@ -32,13 +37,16 @@ def test_shifter_quick(tmp_path):
         for kind in ("dense", "sparse", "removed"):
             assert row[f"latency_{kind}_b1_ms"] > 0 and row[f"latency_{kind}_b64_ms"] > 0
     sw = r["switching"]
-    assert sw["portfolio_memory_bytes"] < sw["all_loaded_memory_bytes"]
+    # Pruned variants deflate; the active one is held inflated on top of the blobs.
+    assert sw["portfolio_compressed_bytes"] < sw["all_loaded_memory_bytes"]
+    assert sw["portfolio_memory_bytes"] <= sw["portfolio_compressed_bytes"] + max(
+        row["bytes_after"] for row in rows) + 4096  # + container/header bookkeeping
     assert sw["portfolio_switch_us"] > 0
 
 
-@pytest.mark.parametrize("script", ["reconvene"])
-def test_reconvene_quick(tmp_path, script):
-    r = _run(script, tmp_path)
+@pytest.mark.slow
+def test_reconvene_quick(tmp_path):
+    r = _run("reconvene", tmp_path)
     methods = {row["method"]: row for row in r["rows"]}
     assert set(methods) == {"unstructured", "structured", "reconvene"}
     for row in r["rows"]:

@@ -10,6 +10,7 @@ in the TFLite-Micro interpreter.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 def _check(result: dict, chance: float) -> None:
+    print(json.dumps(result))  # the figures, with pytest -s
     levels = result["levels"]
     assert len(levels) == len(FRACTIONS)
     for row in levels:

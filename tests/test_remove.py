@@ -71,11 +71,7 @@ def _assert_same(name, v, new, key, norm=None):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(a).max()))
 
 
-@pytest.mark.parametrize("name", list(SHAPES))
-@settings(max_examples=2, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), frac=st.floats(0.1, 0.6))
-def test_remove_dead_preserves_function_and_shrinks(name, seed, frac):
+def _property(name, seed, frac):
     net = _net(name)
     v = _kill(net, net.init(jax.random.key(seed % 1000)), np.random.default_rng(seed), frac)
     new, widths = remove_dead(v, net, check=False)
@@ -84,6 +80,25 @@ def test_remove_dead_preserves_function_and_shrinks(name, seed, frac):
     full = net.graph.sizes
     assert all(widths[g] <= full[g] for g in full)
     assert sum(widths.values()) < sum(full.values())
+
+
+_SEEDS = dict(seed=st.integers(0, 2**31 - 1), frac=st.floats(0.1, 0.6))
+_QUIET = [HealthCheck.too_slow]
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+@settings(max_examples=1, deadline=None, derandomize=True, suppress_health_check=_QUIET)
+@given(**_SEEDS)
+def test_remove_dead_preserves_function_and_shrinks(name, seed, frac):
+    _property(name, seed, frac)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SHAPES))
+@settings(max_examples=6, deadline=None, suppress_health_check=_QUIET)
+@given(**_SEEDS)
+def test_remove_dead_property_many_examples(name, seed, frac):
+    _property(name, seed, frac)
 
 
 def test_dead_through_depthwise_only_is_removed():

@@ -34,6 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="use only the first N training (and N test) examples")
     p.add_argument("--lr", type=float, default=None,
                    help="peak SGD learning rate (default 0.1; 0.025 when quantized)")
+    p.add_argument("--lr-warmup-epochs", type=int, default=0,
+                   help="epochs of linear learning-rate warm-up (the reference uses 5 of 200)")
     p.add_argument("--warmup", type=float, default=0.8,
                    help="fraction of steps in the compression warm-up (default 0.8)")
     p.add_argument("--beta", type=float, default=1.0, help="cos^2 regulariser weight (lines)")
@@ -75,7 +77,8 @@ def run(args) -> int:
     cfg = subspace.LCSConfig(cfg.samples, cfg.sampling, beta=args.beta, warmup=args.warmup)
     lr = args.lr if args.lr is not None else (0.025 if args.compression == "quantized" else 0.1)
     s = subspace.fit(net, s, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                     key=train_key, config=cfg, lr=lr, checkpoint_dir=ck,
+                     key=train_key, config=cfg, lr=lr, warmup_epochs=args.lr_warmup_epochs,
+                     checkpoint_dir=ck,
                      progress=not args.quiet, desc=f"lcs {args.compression} {args.kind}")
     meta = {"model": args.model, "data": args.data, "norm": norm, "num_classes": classes,
             "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed}

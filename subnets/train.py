@@ -93,6 +93,9 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         key: jax.Array, progress: bool = True, transform: Callable | None = None,
         desc: str = "train") -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables."""
+    if len(x) == 0:
+        raise ValueError("fit: no training examples")
+    batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)
     state = init_state(variables, tx)

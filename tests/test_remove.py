@@ -45,7 +45,8 @@ def _kill(net, v, rng, frac, *, depthwise=False):
         dead[0] = True
         kinds = ("depthwise",) if depthwise else ("conv", "dense")
         for lay in net.graph.layers:
-            feeds = lay.in_group == grp.name if lay.kind == "depthwise" else lay.out_group == grp.name
+            group = lay.in_group if lay.kind == "depthwise" else lay.out_group
+            feeds = group == grp.name
             if lay.kind not in kinds or not feeds:
                 continue
             m = next(m for m in grp.members if m.path == lay.path)

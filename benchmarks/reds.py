@@ -26,7 +26,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 REFERENCE = {"macs_fraction": [1.0, 0.75, 0.5, 0.25], "accuracy": [91.60, 91.51, 90.75, 89.22]}
 VARIANTS = ("taylor", "l1", "random", "taylor_top_down", "scratch")

@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from subnets.graph import ChannelGraph, Member, Path, get_path, leaf_paths, set_paths
 
@@ -47,17 +48,28 @@ def _unview(a: jax.Array, m: Member) -> jax.Array:
     return a.reshape(shape[: m.axis] + (shape[m.axis] * shape[m.axis + 1],) + shape[m.axis + 2 :])
 
 
+def _is_traced(a: Any) -> bool:
+    return isinstance(a, jax.core.Tracer)
+
+
 def _map_members(variables: Variables, graph: ChannelGraph, names: Iterable[str], fn) -> dict:
-    """Apply ``fn(viewed_array, group, member) -> viewed_array`` to every member of ``names``."""
+    """Apply ``fn(viewed_array, group, member, xp) -> viewed_array`` to every member of ``names``.
+
+    Concrete arrays go through NumPy (``xp = np``): eager jnp ops would compile once per array
+    shape, which made slicing a ResNet take seconds; traced arrays (under ``jit``/``vmap``) go
+    through ``jax.numpy``.
+    """
     updates: dict[Path, Any] = {}
     for name in names:
         g = graph[name]
         for m in g.members:
             a = updates.get(m.path)
             if a is None:
-                a = jnp.asarray(get_path(variables, m.path))
+                a = get_path(variables, m.path)
+                a = a if _is_traced(a) else np.asarray(a)
+            xp = jnp if _is_traced(a) else np
             size = a.shape[m.axis] // m.spatial
-            updates[m.path] = _unview(fn(_view(a, m, size), g, m), m)
+            updates[m.path] = _unview(fn(_view(a, m, size), g, m, xp), m)
     return set_paths(variables, updates)
 
 
@@ -79,8 +91,13 @@ def permute(variables: Variables, graph: ChannelGraph, perms: Mapping[str, Any])
         if tuple(jnp.shape(p)) != (g.size,):
             raise ValueError(f"perm for group {name!r} has shape {jnp.shape(p)}, "
                              f"expected ({g.size},)")
-    return _map_members(variables, graph, perms,
-                        lambda a, g, m: jnp.take(a, jnp.asarray(perms[g.name]), axis=m.axis + 1))
+    def take(a, g, m, xp):
+        p = perms[g.name]
+        if _is_traced(p):
+            a, xp = jnp.asarray(a), jnp
+        return xp.take(a, p if xp is jnp else np.asarray(p), axis=m.axis + 1)
+
+    return _map_members(variables, graph, perms, take)
 
 
 def slice_widths(variables: Variables, graph: ChannelGraph, widths: Mapping[str, int]) -> dict:
@@ -94,9 +111,12 @@ def slice_widths(variables: Variables, graph: ChannelGraph, widths: Mapping[str,
         if not isinstance(w, int | jnp.integer) and not hasattr(w, "__index__"):
             raise TypeError(f"slice_widths needs static int widths; group {name!r} got {type(w)}")
     names = [n for n in widths if not graph[n].fixed]
-    return _map_members(variables, graph, names,
-                        lambda a, g, m: jax.lax.slice_in_dim(a, 0, int(widths[g.name]),
-                                                             axis=m.axis + 1))
+    def prefix(a, g, m, xp):
+        index = [slice(None)] * a.ndim
+        index[m.axis + 1] = slice(0, int(widths[g.name]))
+        return a[tuple(index)]
+
+    return _map_members(variables, graph, names, prefix)
 
 
 def width_mask(variables: Variables, graph: ChannelGraph, widths: Mapping[str, Any]) -> dict:
@@ -107,11 +127,11 @@ def width_mask(variables: Variables, graph: ChannelGraph, widths: Mapping[str, A
     """
     names = [n for n in widths if not graph[n].fixed]
 
-    def mask(a, g, m):
+    def mask(a, g, m, xp):
         keep = jnp.arange(a.shape[m.axis + 1]) < widths[g.name]
         shape = [1] * a.ndim
         shape[m.axis + 1] = a.shape[m.axis + 1]
-        return a * keep.reshape(shape).astype(a.dtype)
+        return jnp.asarray(a) * keep.reshape(shape).astype(a.dtype)
 
     return _map_members(variables, graph, names, mask)
 

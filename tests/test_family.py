@@ -29,7 +29,7 @@ def _random_variables(net, seed=0):
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup():
     net = subnets.zoo.create("ds-cnn-s", num_classes=5, input_shape=(12, 8, 1))
     v = _random_variables(net)

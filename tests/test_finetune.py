@@ -17,7 +17,7 @@ from subnets.runtime.family import Family
 LEVELS = [{"h0": 8, "h1": 4, "h2": 8}, {"h0": 16, "h1": 16, "h2": 16}, {}]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup():
     # A BatchNorm DNN: per-level statistics are exercised, compilation stays cheap.
     net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(12, 8, 1), norm="batch")

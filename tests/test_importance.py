@@ -19,12 +19,12 @@ from subnets.graph import get_path, set_paths
 PROPERTY_MODELS = ("dnn-s", "cnn-s", "ds-cnn-s", "cpreresnet20")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_permute(graph):
     return jax.jit(lambda v, perms: subnets.permute(v, graph, perms))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str):
     net = subnets.zoo.create(name, num_classes=5)
     # Random variables from the shapes alone: Flax init of the deeper models costs far more

@@ -67,7 +67,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from subnets.nested.pipeline import NestConfig, run as run_pipeline
+    from subnets.nested.pipeline import NestConfig
+    from subnets.nested.pipeline import run as run_pipeline
 
     for name in ("epochs", "finetune_epochs", "score_batches"):
         if getattr(args, name) < 0:

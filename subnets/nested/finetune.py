@@ -4,10 +4,11 @@ Each level runs as the physically sliced prefix of the shared (permuted) weights
 jitted step: the gradient of every level flows back into the shared arrays, a level costs its
 own MACs, and one compilation serves the whole run. (Width masks under ``jax.vmap`` give the
 same gradients but cost every level the FULL network's MACs and, on CPU, turn the vmapped
-convolutions into slow grouped ones: ~4x slower for DS-CNN-S with four levels.) The loss is the REDS weighting: per-level
-cross-entropy weighted by ``sqrt(parameter fraction)``, normalised to sum 1, optionally mixed
-with in-place distillation from the largest level (KL to its stop-gradient predictions, as in
-slimmable networks).
+convolutions into slow grouped ones: ~3x slower for DS-CNN-S with four levels.)
+
+The loss is the REDS weighting: per-level cross-entropy weighted by
+``sqrt(parameter fraction)``, normalised to sum 1, optionally mixed with in-place distillation
+from the largest level (KL to its stop-gradient predictions, as in slimmable networks).
 
 BatchNorm: a narrow level sees different activation statistics from the full one, so each level
 keeps its OWN running statistics (stacked along a leading level axis, updated by its own forward

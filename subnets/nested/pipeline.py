@@ -176,7 +176,8 @@ def level_report(family: Family, x: np.ndarray, y: np.ndarray) -> list[dict]:
 
 def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
                out_dir: str | os.PathLike | None, *, progress: bool = True) -> tuple[dict, bool]:
-    """Train the base model, or restore it from ``out_dir/base`` (orbax). ``(variables, loaded)``."""
+    """Train the base model or restore it from ``out_dir/base`` (orbax): ``(variables, loaded)``.
+    """
     from subnets import checkpoint
     from subnets.train import fit
 
@@ -295,7 +296,8 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
                         "loaded": loaded}, **metrics}
     for lv in metrics["levels"]:
         log(f"  budget {lv['budget']:<5g} MACs {lv['macs']:>10,} ({lv['macs_fraction']:.1%})  "
-            f"accuracy {lv['accuracy']:.4f} (before fine-tuning {lv['accuracy_before_finetune']:.4f})")
+            f"accuracy {lv['accuracy']:.4f} "
+            f"(before fine-tuning {lv['accuracy_before_finetune']:.4f})")
     family.save(out / "family.subnets", meta={"base_accuracy": base_acc})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     plot(metrics, out / "accuracy_vs_macs.png", title=f"REDS {cfg.model} on {cfg.data}")

@@ -7,6 +7,7 @@ those widths, so full, sliced and permuted variables all run through the same ``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,9 +52,7 @@ class Net:
 
     def init(self, key: jax.Array) -> dict:
         """Fresh variables (``params`` and, with BatchNorm, ``batch_stats``)."""
-        x = jnp.zeros((1,) + tuple(self.input_shape), jnp.float32)
-        variables = self.build(self.graph.sizes).init(key, x, train=False)
-        return jax.tree.map(lambda a: a, dict(variables))
+        return dict(_jit_init(self)(key))
 
     def apply(self, variables: Mapping, x: jax.Array, *, train: bool = False,
               mutable: bool = False) -> Any:
@@ -79,6 +78,14 @@ class Net:
     def __repr__(self) -> str:
         return (f"Net({self.name!r}, input_shape={self.input_shape}, "
                 f"num_classes={self.num_classes}, norm={self.norm!r})")
+
+
+@functools.lru_cache(maxsize=32)
+def _jit_init(net: Net) -> Callable:
+    """One compiled initialiser per net: eager Flax init of a ResNet takes tens of seconds."""
+    module = net.build(net.graph.sizes)
+    x = jnp.zeros((1,) + tuple(net.input_shape), jnp.float32)
+    return jax.jit(lambda key: module.init(key, x, train=False))
 
 
 def group_count(channels: int, cap: int = 32) -> int:

@@ -1,0 +1,42 @@
+"""Smoke tests of the REDS benchmarks' --quick modes: each prints one JSON object last."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_reds_quick(tmp_path):
+    png = tmp_path / "reds.png"
+    out = _run("reds.py", "--out", str(png))
+    assert out["benchmark"] == "reds" and out["quick"] is True
+    assert set(out["results"]) == {"taylor", "l1", "random", "taylor_top_down", "scratch"}
+    for name, levels in out["results"].items():
+        fractions = [lv["macs_fraction"] for lv in levels]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0, name
+        for lv in levels:
+            assert 0.0 <= lv["accuracy"] <= 1.0
+            assert lv["macs_fraction"] <= lv["budget"] + 1e-9
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_switch_quick():
+    out = _run("switch.py")
+    assert out["benchmark"] == "switch" and out["levels"] == 4
+    assert out["switch"]["median_us"] > 0 and out["switch"]["n"] == 50
+    # The point of the family: one weight set, far less than separate copies of every level.
+    assert out["memory_bytes"] < out["separate_copies_bytes"]
+    assert [lv["macs_fraction"] for lv in out["per_level"]][-1] == 1.0

@@ -16,8 +16,23 @@ References:
     Reconvene (Eccles et al. 2024).
 """
 
-from subnets import cost, graph, transforms, zoo
+from subnets import cost, graph, transforms, zoo  # isort: skip  (foundation first)
+from subnets import (
+    checkpoint,
+    data,
+    export,
+    importance,
+    io,
+    nested,
+    pruning,
+    runtime,
+    subspace,
+    train,
+)
 from subnets.graph import ChannelGraph, Group, Layer, Member
+from subnets.nested import build_family, select_widths
+from subnets.pruning import remove_dead
+from subnets.runtime import Family, Portfolio
 from subnets.transforms import (
     fake_quant,
     interpolate,
@@ -32,6 +47,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelGraph",
+    "Family",
+    "Portfolio",
+    "build_family",
+    "checkpoint",
+    "data",
+    "export",
+    "importance",
+    "io",
+    "nested",
+    "pruning",
+    "remove_dead",
+    "runtime",
+    "select_widths",
+    "subspace",
+    "train",
     "Group",
     "Layer",
     "Member",

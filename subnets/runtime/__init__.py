@@ -9,9 +9,11 @@ Example:
     ['w']
 
 References:
-    DNNShifter (Eccles et al., 2023): the portfolio of compressed variants.
+    DNNShifter (Eccles et al., 2023): the portfolio of compressed variants; REDS (Corti et al.,
+    arXiv:2311.13349): the nested family with prefix weights.
 """
 
+from subnets.runtime.family import Family
 from subnets.runtime.portfolio import Portfolio
 
-__all__ = ["Portfolio"]
+__all__ = ["Family", "Portfolio"]

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run (~30 s)")
     p.add_argument("--eval", type=int, default=1000, help="evaluation samples")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model")
+    p.add_argument("--steps", type=int, default=600, help="training steps per model")
     p.add_argument("--models", default="ds-cnn-s,vision-ds-cnn",
                    help="comma-separated: ds-cnn-s (synthetic KWS) and/or vision-ds-cnn")
     p.add_argument("--out", default=None, help="PNG path for the per-level plot")

@@ -38,7 +38,11 @@ from subnets import data, train, zoo  # noqa: E402
 from subnets.pruning.masked import apply_masks, masked  # noqa: E402
 from subnets.pruning.pai import prune_at_init  # noqa: E402
 from subnets.pruning.pipeline import level_metrics  # noqa: E402
-from subnets.pruning.reconvene import reconvene, structured_init  # noqa: E402
+from subnets.pruning.reconvene import (  # noqa: E402
+    default_prunable,
+    reconvene,
+    structured_init,
+)
 
 METHODS = ("unstructured", "structured", "reconvene")
 
@@ -74,7 +78,8 @@ def one(method, net, v0, x, y, xt, yt, density, score, args, key) -> dict:
         start, _ = structured_init(net, density=density, key=k_prune)
     elif method == "unstructured":
         masks = prune_at_init(net, v0, x[: args.batch_size], y[: args.batch_size],
-                              density=density, method=score, key=k_prune)
+                              density=density, method=score, key=k_prune,
+                              prunable=default_prunable(net))
         start = apply_masks(v0, masks)
     else:
         r = reconvene(net, v0, x[: args.batch_size], y[: args.batch_size], density=density,

@@ -64,6 +64,6 @@ def test_vision_dscnn_fashion_mnist_every_level_agrees_in_tflm():
         pytest.skip(f"Fashion-MNIST not available offline: {e}")
     rep = x[np.random.default_rng(0).choice(len(x), 200, replace=False)]
     result = bench.run_model("vision-ds-cnn", x, y, xe[:1000], ye[:1000], rep,
-                             fractions=FRACTIONS, steps=300, key=jax.random.key(4),
+                             fractions=FRACTIONS, steps=600, key=jax.random.key(4),
                              progress=False)
     _check(result, 1 / 10)

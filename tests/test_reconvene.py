@@ -12,7 +12,7 @@ import subnets
 from subnets import pruning, train
 from subnets.graph import get_path
 from subnets.pruning.pai import prune_at_init
-from subnets.pruning.reconvene import reconvene, structured_init
+from subnets.pruning.reconvene import default_prunable, reconvene, structured_init
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def _writers(graph):
 def test_sensitivity_and_rectification_rules(dnn):
     net, v = dnn
     r = reconvene(net, v, density=0.2, key=jax.random.key(1))
-    masks = prune_at_init(net, v, density=0.2, method="magnitude")
+    masks = prune_at_init(net, v, density=0.2, method="magnitude",
+                          prunable=default_prunable(net))
+    assert ("params", "dense3", "kernel") not in masks  # the classifier is not pruned
     kept = {p: m.mean() for p, m in masks.items()}
     glob = 1 - r.report["global_sparsity"]
     assert glob == pytest.approx(0.2, abs=1e-4)
@@ -66,8 +68,9 @@ def test_sensitive_layers_keep_their_masks_and_zeros(dnn):
 def test_rectified_kernels_are_kaiming(dnn):
     net, v = dnn
     r = reconvene(net, v, density=0.2, key=jax.random.key(1))
-    rect = [p for p in (layer.path for layer in net.graph.layers) if p not in r.masks]
-    assert rect
+    rect = [tuple(n.split("/")) for n, row in r.report["layers"].items()
+            if row["action"].startswith("rectified")]
+    assert rect and not any(p in r.masks for p in rect)
     for p in rect:
         w = np.asarray(get_path(r.variables, p))
         fan_in = w.size // w.shape[-1]

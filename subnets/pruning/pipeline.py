@@ -42,7 +42,7 @@ from subnets.pruning.imp import imp, make_train_fn
 from subnets.pruning.masked import apply_masks, masked
 from subnets.pruning.pai import METHODS as PAI_SCORES
 from subnets.pruning.pai import prune_at_init
-from subnets.pruning.reconvene import reconvene
+from subnets.pruning.reconvene import default_prunable, reconvene
 from subnets.pruning.remove import remove_dead
 from subnets.runtime import Portfolio
 
@@ -182,8 +182,9 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
         k_prune, k_train = jax.random.split(k)
         t0 = time.perf_counter()
         if cfg.method == "pai":
+            # The same kernels as Reconvene, so the two methods compare like for like.
             masks = prune_at_init(net, v0, xs, ys, density=d, method=cfg.pai_score,
-                                  key=k_prune)
+                                  key=k_prune, prunable=default_prunable(net))
             start, extra = v0, {}
         else:
             r = reconvene(net, v0, xs, ys, density=d, method=cfg.pai_score, key=k_prune)

@@ -134,6 +134,17 @@ def _kaiming(variables: Mapping, paths: list[Path], key: jax.Array) -> dict[Path
     return out
 
 
+def default_prunable(net: Any) -> list[Path]:
+    """Kernels Reconvene prunes: every layer except those writing a fixed group (classifier).
+
+    Reconvene targets the convolution layers. Pruning the classifier too lets a global
+    magnitude ranking at init empty it entirely (its fan-in-scaled weights are among the
+    smallest), which makes the network's output constant whatever training does.
+    """
+    fixed = {g.name for g in net.graph.groups if g.fixed}
+    return [layer.path for layer in net.graph.layers if layer.out_group not in fixed]
+
+
 def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, density: float,
               method: str = "magnitude", width: str = "density", key: jax.Array,
               prunable: Iterable[Path] | None = None, rounds: int | None = None
@@ -148,7 +159,7 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
         method: PaI score (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``).
         width: ``"density"`` (default) or ``"alive"``; see the module docstring.
         key: randomness for the scores and the Kaiming re-initialisation.
-        prunable: kernel paths (default: every layer of the graph).
+        prunable: kernel paths (default: :func:`default_prunable`, all but the classifier).
         rounds: PaI rounds (SynFlow default 100).
 
     Returns:
@@ -161,6 +172,7 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
         raise ValueError(f"width must be one of {WIDTH_RULES}, got {width!r}")
     graph: ChannelGraph = net.graph
     k_score, k_init = jax.random.split(key)
+    prunable = default_prunable(net) if prunable is None else list(prunable)
     masks = prune_at_init(net, variables, x, y, density=density, method=method, key=k_score,
                           prunable=prunable, rounds=rounds)
     sizes = {p: int(np.size(m)) for p, m in masks.items()}

@@ -28,18 +28,30 @@ from subnets.pruning.masked import (
     set_masks,
     sparsity_report,
 )
+from subnets.pruning.pai import pai_masks, prune_at_init
+from subnets.pruning.pai import scores as pai_scores
+from subnets.pruning.pipeline import PruneConfig, run_pruning
+from subnets.pruning.reconvene import ReconveneResult, reconvene, structured_init
 from subnets.pruning.remove import remove_dead
 
 __all__ = [
     "ImpLevel",
     "MaskedState",
+    "PruneConfig",
+    "ReconveneResult",
     "apply_masks",
     "density",
     "imp",
     "magnitude_prune",
     "make_train_fn",
     "masked",
+    "pai_masks",
+    "pai_scores",
+    "prune_at_init",
+    "reconvene",
     "remove_dead",
+    "run_pruning",
     "set_masks",
     "sparsity_report",
+    "structured_init",
 ]

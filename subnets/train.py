@@ -148,4 +148,5 @@ def _progress(total: int, desc: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)

@@ -1,7 +1,7 @@
 """The --quick modes of benchmarks/lcs.py and benchmarks/lcs_throughput.py run and report.
 
-Both compile several training steps (one per method / variant), about a minute on a shared
-2-core machine, so they are marked slow.
+Both compile several training steps (one per method / variant): about 20 s each on an idle
+2-core machine, so they run in the default suite.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ def run_quick(script: str, *extra: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_lcs_throughput_quick():
     out = run_quick("lcs_throughput.py")
     assert out["compilations"]["vmapped"] == 1  # all 4 levels, every step, one program
@@ -36,7 +35,6 @@ def test_lcs_throughput_quick():
     assert 0 < out["inference_ratio"]["macs"] < 1
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Fashion-MNIST IDX files not installed")
 def test_lcs_quick(tmp_path):

@@ -84,8 +84,10 @@ class Net:
 def _jit_init(net: Net) -> Callable:
     """One compiled initialiser per net: eager Flax init of a ResNet takes tens of seconds."""
     module = net.build(net.graph.sizes)
-    x = jnp.zeros((1,) + tuple(net.input_shape), jnp.float32)
-    return jax.jit(lambda key: module.init(key, x, train=False))
+    shape = (1,) + tuple(net.input_shape)
+    # The dummy input is made inside the jitted function: built outside, it would be a tracer
+    # whenever the first call happens under an outer jit, and the cache would leak it.
+    return jax.jit(lambda key: module.init(key, jnp.zeros(shape, jnp.float32), train=False))
 
 
 def group_count(channels: int, cap: int = 32) -> int:

@@ -34,27 +34,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._timing import latency_ms  # noqa: E402
 from subnets import data, io, zoo  # noqa: E402
 from subnets.pruning.masked import apply_masks  # noqa: E402
 from subnets.pruning.pipeline import PruneConfig, level_metrics, sparse_levels  # noqa: E402
 from subnets.runtime import Portfolio  # noqa: E402
-
-_JIT: dict = {}
-
-
-def latency_ms(net, variables, batch: int, repeats: int) -> float:
-    """Median wall time (ms) of a jitted eval forward pass, after a warm-up."""
-    # One jitted function per net: same-shaped variables (dense vs masked) share a compilation.
-    fn = _JIT.setdefault(id(net), jax.jit(lambda v, x: net.apply(v, x)))
-    x = np.random.default_rng(0).random((batch,) + tuple(net.input_shape), np.float32)
-    v = jax.device_put(variables)
-    fn(v, x).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(v, x).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
 
 
 def _median_us(fn, repeats: int) -> float:

@@ -208,7 +208,7 @@ def plot(results: dict, path: str, modes: list[str]) -> None:
         labels, dp, cs, opt = [], [], [], []
         for name, res in results[kind].items():
             for frac, r in res["nested"].items():
-                labels.append(f"{name}\n{float(frac):.2f}")
+                labels.append(f"{name} {float(frac):.2f}")
                 dp.append(r["dp_ms"])
                 cs.append(r["cpsat_ms"])
                 opt.append(r["cpsat_optimal"])
@@ -219,7 +219,7 @@ def plot(results: dict, path: str, modes: list[str]) -> None:
             ax.plot(xi, c, "s", color="C1", mfc="C1" if o else "white")
         ax.set_yscale("log")
         ax.set_ylabel("solve time [ms]")
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
         ax.set_title(f"bottom-up nested MAC budgets, {kind} scores")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

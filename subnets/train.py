@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -132,15 +133,10 @@ def evaluate(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *,
     return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y)))
 
 
-_EVAL_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=32)
 def _eval_apply(net: Any) -> Callable:
-    fn = _EVAL_CACHE.get(id(net))
-    if fn is None or fn[0] is not net:
-        fn = (net, jax.jit(lambda v, xb: net.apply(v, xb)))
-        _EVAL_CACHE[id(net)] = fn
-    return fn[1]
+    """One compiled eval forward per net (nets are frozen dataclasses, hashable)."""
+    return jax.jit(lambda v, xb: net.apply(v, xb))
 
 
 def _progress(total: int, desc: str, enabled: bool):

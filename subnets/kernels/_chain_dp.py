@@ -181,6 +181,12 @@ def _grow(a, n):
 
 
 @numba.njit(cache=True)
+def _grow_labels(lw, lpar, lv, lkey, lc, n):
+    """The label arrays (width, parent, value, key, costs), grown to hold at least ``n``."""
+    return _grow(lw, n), _grow(lpar, n), _grow(lv, n), _grow(lkey, n), _grow(lc, n)
+
+
+@numba.njit(cache=True)
 def _pareto(cc, cv, m):
     """Indices of the non-dominated rows of ``(cc[:m], cv[:m])`` (min costs, max value).
 
@@ -308,8 +314,7 @@ def _dp(U, P, CU, CP, K, B, lo, hi, tol, slack, LB, lams, H, inc, vtol):
         if not alive:
             continue
         if n == cap:
-            lw, lpar, lv, lkey, lc = (_grow(lw, n + 1), _grow(lpar, n + 1), _grow(lv, n + 1),
-                                      _grow(lkey, n + 1), _grow(lc, n + 1))
+            lw, lpar, lv, lkey, lc = _grow_labels(lw, lpar, lv, lkey, lc, n + 1)
             cap = lw.shape[0]
         key = v
         for r in range(R):
@@ -388,9 +393,7 @@ def _dp(U, P, CU, CP, K, B, lo, hi, tol, slack, LB, lams, H, inc, vtol):
                 keys[t] = key
             order = np.argsort(-keys, kind="mergesort")
             if n + nkept > cap:
-                lw, lpar, lv, lkey, lc = (_grow(lw, n + nkept), _grow(lpar, n + nkept),
-                                          _grow(lv, n + nkept), _grow(lkey, n + nkept),
-                                          _grow(lc, n + nkept))
+                lw, lpar, lv, lkey, lc = _grow_labels(lw, lpar, lv, lkey, lc, n + nkept)
                 cap = lw.shape[0]
             for t in range(nkept):
                 j = kept[order[t]]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,31 +79,31 @@ class ChainTables:
                 self._add_layer(graph, layer, w, cost)
         else:  # "params", or "bytes" of an int8 model: one byte per parameter
             for term in _param_terms(net):
-                self._add_term(graph, *term, w)
+                self._add_term(*term, w)
 
     def _add_layer(self, graph, layer, w, cost):
         coeff = float(layer.positions * layer.window)
         a, b = layer.in_group, layer.out_group
         size = graph[a].size
         if layer.kind == "depthwise":
-            self._unary(graph, a, coeff, w)
+            self._unary(a, coeff, w)
         elif cost == "full_fanin" and b in self.pos:
             # The reference: a unit costs its full fan-in, whatever the previous width is.
-            self._unary(graph, b, coeff * size, w)
+            self._unary(b, coeff * size, w)
         elif a in self.pos and b in self.pos:
             i, j = self.pos[a], self.pos[b]
             self.CP[min(i, j)] += coeff * np.outer(w, w)
         elif a in self.pos:
-            self._unary(graph, a, coeff * graph[b].size, w)
+            self._unary(a, coeff * graph[b].size, w)
         elif b in self.pos:
-            self._unary(graph, b, coeff * size, w)
+            self._unary(b, coeff * size, w)
         else:
             self.K += coeff * size * graph[b].size
 
-    def _unary(self, graph, name, coeff, w):
+    def _unary(self, name, coeff, w):
         self.CU[self.pos[name]] += coeff * w
 
-    def _add_term(self, graph, coeff, names, w):
+    def _add_term(self, coeff, names, w):
         names = [n for n in names if n in self.pos]
         if not names:
             self.K += coeff
@@ -171,37 +171,28 @@ def _budget_value(total: float, b: float, what: str) -> float:
     return b * total if b <= 1.0 else float(b)
 
 
-def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *,
-                  resource: str | Sequence[str] = "macs", order: str = "bottom_up",
-                  min_units: int = 2, objective: str = "units", cost: str = "coupled",
-                  kernel_scores: Mapping[Path, Any] | None = None) -> list[dict[str, int]]:
-    """Choose one width per free group for each budget, maximising kept importance.
+class ChainProblem(NamedTuple):
+    """The knapsack tables of a net's chain, as :func:`solve_chain` takes them."""
 
-    Args:
-        net: a zoo net (or anything with ``graph``, ``init``; the graph must be a chain).
-        scores: ``{group: importance per unit}`` for every free group.
-        budgets: one entry per level: a fraction of the full network's resource (``<= 1``) or
-            an absolute amount (``> 1``); a tuple gives one budget per resource.
-        resource: ``"macs"``, ``"params"``, ``"bytes"`` (int8 flash bytes), or a tuple of them
-            constrained together.
-        order: ``"bottom_up"`` (smallest budget first; each next level >= the previous in every
-            group: REDS), ``"top_down"`` (largest first, each next level <= the previous), or
-            ``"independent"`` (no nesting).
-        min_units: at least this many units in every group.
-        objective: ``"units"`` (sum of kept unit scores) or ``"kernels"`` (layers named in
-            ``kernel_scores`` count every kept kernel instead of their output units).
-        cost: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's MAC approximation).
-        kernel_scores: ``{kernel path: [in, out] score matrix}`` for ``objective="kernels"``.
+    order: list[str]  # free groups in chain order
+    U: np.ndarray  # [G, N+1] prefix values
+    P: np.ndarray | None  # [G-1, N+1, N+1] pair values (objective="kernels")
+    CU: np.ndarray  # [R, G, N+1] unit costs
+    CP: np.ndarray  # [R, G-1, N+1, N+1] pair costs
+    K: np.ndarray  # [R] fixed costs
+    sizes: np.ndarray  # [G] full widths
+    floor: np.ndarray  # [G] min_units, capped at the sizes
+    full: dict[str, float]  # each resource of the full network
 
-    Returns:
-        One widths dict per budget, in the order given.
 
-    Raises:
-        ValueError: for a budget below the smallest feasible network (the message states the
-            minimum), unknown groups, or a graph that is not a chain.
+def chain_problem(net: Any, scores: Mapping[str, Any], *,
+                  resource: str | Sequence[str] = "macs", objective: str = "units",
+                  cost: str = "coupled", kernel_scores: Mapping[Path, Any] | None = None,
+                  min_units: int = 2) -> ChainProblem:
+    """Build the exact chain-knapsack tables that :func:`select_widths` solves.
+
+    Arguments as in :func:`select_widths`; useful to hand the same problem to another solver.
     """
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if cost not in ("coupled", "full_fanin"):
         raise ValueError(f"cost must be 'coupled' or 'full_fanin', got {cost!r}")
     resources = (resource,) if isinstance(resource, str) else tuple(resource)
@@ -239,7 +230,46 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
     K = np.array([t.K for t in tables])
     sizes = np.array([graph[n].size for n in chain], np.int64)
     floor = np.minimum(np.full(G, max(1, min_units), np.int64), sizes)
-    full = {r: _total(net, r, cost) for r in resources}
+    full = {r: _total(net, r) for r in resources}
+    return ChainProblem(chain, U, P, CU, CP, K, sizes, floor, full)
+
+
+def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *,
+                  resource: str | Sequence[str] = "macs", order: str = "bottom_up",
+                  min_units: int = 2, objective: str = "units", cost: str = "coupled",
+                  kernel_scores: Mapping[Path, Any] | None = None) -> list[dict[str, int]]:
+    """Choose one width per free group for each budget, maximising kept importance.
+
+    Args:
+        net: a zoo net (or anything with ``graph``, ``init``; the graph must be a chain).
+        scores: ``{group: importance per unit}`` for every free group.
+        budgets: one entry per level: a fraction of the full network's resource (``<= 1``) or
+            an absolute amount (``> 1``); a tuple gives one budget per resource.
+        resource: ``"macs"``, ``"params"``, ``"bytes"`` (int8 flash bytes), or a tuple of them
+            constrained together.
+        order: ``"bottom_up"`` (smallest budget first; each next level >= the previous in every
+            group: REDS), ``"top_down"`` (largest first, each next level <= the previous), or
+            ``"independent"`` (no nesting).
+        min_units: at least this many units in every group.
+        objective: ``"units"`` (sum of kept unit scores) or ``"kernels"`` (layers named in
+            ``kernel_scores`` count every kept kernel instead of their output units).
+        cost: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's MAC approximation).
+        kernel_scores: ``{kernel path: [in, out] score matrix}`` for ``objective="kernels"``.
+
+    Returns:
+        One widths dict per budget, in the order given.
+
+    Raises:
+        ValueError: for a budget below the smallest feasible network (the message states the
+            minimum), unknown groups, or a graph that is not a chain.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    resources = (resource,) if isinstance(resource, str) else tuple(resource)
+    pb = chain_problem(net, scores, resource=resources, objective=objective, cost=cost,
+                       kernel_scores=kernel_scores, min_units=min_units)
+    U, P, CU, CP, K, floor, full = pb.U, pb.P, pb.CU, pb.CP, pb.K, pb.floor, pb.full
+    chain, sizes = pb.order, pb.sizes
 
     def budget_vec(b):
         bs = tuple(b) if isinstance(b, tuple | list) else (b,) * len(resources)
@@ -270,7 +300,7 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
     return [results[i] for i in range(len(budgets))]
 
 
-def _total(net: Any, resource: str, cost: str) -> float:
+def _total(net: Any, resource: str) -> float:
     if resource == "macs":
         return float(_cost.macs(net))
     return float(_cost.params(net))

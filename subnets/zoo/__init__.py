@@ -69,8 +69,6 @@ def create(name: str, *, num_classes: int, input_shape: tuple[int, ...] | None =
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     builder, cfg, default_shape, default_norm = _REGISTRY[name]
     shape = tuple(int(s) for s in (input_shape or default_shape))
-    if builder is make_dnn:
-        pass
-    elif len(shape) != 3:
+    if builder is not make_dnn and len(shape) != 3:  # DNNs flatten any shape
         raise ValueError(f"{name} needs an (H, W, C) input_shape, got {shape}")
     return builder(name, cfg, num_classes, shape, norm or default_norm)

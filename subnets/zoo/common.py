@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from subnets.graph import ChannelGraph, Member, Path
+from subnets.graph import ChannelGraph, Group, Layer, Member
 
 NORMS = ("batch", "group", "instance", "none")
 
@@ -150,8 +150,9 @@ def check_norm(norm: str) -> str:
     return norm
 
 
-def path_str(path: Path) -> str:
-    return "/".join(path)
+def width_items(widths: Mapping[str, int]) -> tuple:
+    """Widths as a sorted tuple of pairs: a hashable Flax module attribute."""
+    return tuple(sorted(dict(widths).items()))
 
 
 class GraphBuilder:
@@ -170,14 +171,10 @@ class GraphBuilder:
 
     def layer(self, name: str, kind: str, in_group: str, out_group: str, *, positions: int = 1,
               window: int = 1, in_positions: int = 1) -> None:
-        from subnets.graph import Layer
-
         self._layers.append(Layer(("params", name, "kernel"), kind, in_group, out_group,
                                   positions, window, in_positions))
 
     def build(self) -> ChannelGraph:
-        from subnets.graph import Group
-
         groups = tuple(Group(n, g["size"], tuple(g["members"]), g["fixed"])
                        for n, g in self._groups.items())
         return ChannelGraph(groups, tuple(self._layers))

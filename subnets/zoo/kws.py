@@ -26,11 +26,8 @@ from subnets.zoo.common import (
     norm_layer,
     norm_members,
     out_members,
+    width_items,
 )
-
-
-def _items(widths) -> tuple:
-    return tuple(sorted(dict(widths).items()))
 
 
 # ----------------------------------------------------------------------------- DNN
@@ -72,7 +69,7 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     b.group("out", num_classes, *out_members(last, ndim=2), fixed=True)
     b.layer(last, "dense", prev, "out")
     return Net(name, b.build(), tuple(input_shape), num_classes, norm,
-               lambda w, **_: DNN(cfg, _items(w), num_classes, norm))
+               lambda w, **_: DNN(cfg, width_items(w), num_classes, norm))
 
 
 # ----------------------------------------------------------------------------- CNN
@@ -133,7 +130,7 @@ def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", "fc", "out")
     return Net(name, b.build(), tuple(input_shape), num_classes, norm,
-               lambda w, **_: CNN(cfg, _items(w), num_classes, norm))
+               lambda w, **_: CNN(cfg, width_items(w), num_classes, norm))
 
 
 # ----------------------------------------------------------------------------- DS-CNN
@@ -234,4 +231,5 @@ def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm:
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", last, "out")
     return Net(name, b.build(), tuple(input_shape), num_classes, norm,
-               lambda w, depthwise="shifts": DSCNN(cfg, _items(w), num_classes, norm, depthwise))
+               lambda w, depthwise="shifts": DSCNN(cfg, width_items(w), num_classes, norm,
+                                                   depthwise))

@@ -27,6 +27,7 @@ from subnets.zoo.common import (
     norm_layer,
     norm_members,
     out_members,
+    width_items,
 )
 
 
@@ -116,4 +117,4 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
     b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b_.layer("classifier", "dense", stream, "out")
     return Net(name, b_.build(), tuple(input_shape), num_classes, norm,
-               lambda w, **_: PreResNet(cfg, tuple(sorted(dict(w).items())), num_classes, norm))
+               lambda w, **_: PreResNet(cfg, width_items(w), num_classes, norm))

@@ -24,6 +24,7 @@ from subnets.zoo.common import (
     norm_layer,
     norm_members,
     out_members,
+    width_items,
 )
 
 VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
@@ -75,4 +76,4 @@ def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", prev, "out")
     return Net(name, b.build(), tuple(input_shape), num_classes, norm,
-               lambda w, **_: VGG(cfg, tuple(sorted(dict(w).items())), num_classes, norm))
+               lambda w, **_: VGG(cfg, width_items(w), num_classes, norm))

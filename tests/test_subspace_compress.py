@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import subnets
 from subnets import subspace
-from subnets.subspace.compress import quantized_paths, slice_numpy
+from subnets.subspace.compress import quantized_paths
 from subnets.transforms import prunable_paths
 
 
@@ -58,11 +58,13 @@ def test_structured_gamma_inverse():
     np.testing.assert_allclose(comp.alpha_of(comp.gamma(0.3)), 0.3, rtol=1e-6)
 
 
-def test_slice_numpy_equals_slice_widths_through_a_flatten():
+def test_structured_deploy_equals_slice_widths_through_a_flatten():
     net = subnets.zoo.create("cnn-s", num_classes=12)
     v = random_variables(net)
-    widths = {g.name: max(1, g.size // 3) for g in net.graph.free}
-    a = slice_numpy(v, net.graph, widths)
+    width = 1 / 3
+    widths = subspace.channel_counts(net.graph, width)
+    a = subspace.structured(net.graph).deploy(v, width)
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(a))
     b = subnets.slice_widths(v, net.graph, widths)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, np.asarray(y)), a, b)
     net.graph.validate(a, widths=widths)

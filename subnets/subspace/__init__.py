@@ -1,15 +1,7 @@
 """LCS: learning compressible subspaces (point and line), three compression kinds, training in
 one jitted vmapped step, deployment at any level without recalibration.
 
-Example:
-    >>> import jax, subnets
-    >>> from subnets import subspace
-    >>> net = subnets.zoo.create("cpreresnet20", num_classes=10, input_shape=(8, 8, 1),
-    ...                          norm="instance")
-    >>> s = subspace.init_point(net, key=jax.random.key(0))
-    >>> small = subspace.at_level(s, net, width=0.5)
-    >>> net.apply(small, jax.numpy.zeros((2, 8, 8, 1))).shape
-    (2, 10)
+See :mod:`subnets.subspace.compress` for a runnable example (``init_point``, ``at_level``).
 
 References:
     Nunez et al., LCS: Learning Compressible Subspaces for Adaptive Network Compression at

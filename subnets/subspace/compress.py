@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets.graph import ChannelGraph, Path, get_path, set_paths
+from subnets.graph import ChannelGraph, get_path, set_paths
 from subnets.subspace.core import Subspace, weights
-from subnets.transforms import fake_quant, prunable_paths, topk_mask, width_mask
+from subnets.transforms import fake_quant, prunable_paths, slice_widths, topk_mask, width_mask
 
 
 class Compression(NamedTuple):
@@ -62,30 +62,6 @@ def channel_counts(graph: ChannelGraph, width: Any) -> dict:
     return {g.name: jnp.maximum(1, jnp.round(g.size * width)) for g in graph.free}
 
 
-def slice_numpy(variables: Mapping, graph: ChannelGraph, counts: Mapping[str, int]) -> dict:
-    """:func:`subnets.slice_widths` on the host: numpy views, no per-shape XLA compilation.
-
-    Deployment slices once per level; eager JAX would compile one tiny program per distinct
-    array shape (seconds each on a busy CPU), numpy slicing is instant.
-    """
-    graph.check_widths(counts)
-    updates: dict[Path, Any] = {}
-    for name, k in counts.items():
-        g = graph[name]
-        if g.fixed:
-            continue
-        for m in g.members:
-            a = updates.get(m.path)
-            if a is None:
-                a = np.asarray(get_path(variables, m.path))
-            size = a.shape[m.axis] // m.spatial
-            view = a.reshape(a.shape[: m.axis] + (m.spatial, size) + a.shape[m.axis + 1:])
-            view = np.take(view, np.arange(int(k)), axis=m.axis + 1)
-            updates[m.path] = view.reshape(a.shape[: m.axis] + (m.spatial * int(k),)
-                                           + a.shape[m.axis + 1:])
-    return set_paths(jax.tree.map(np.asarray, dict(variables)), updates)
-
-
 def _linear(low: float, high: float):
     gamma = lambda a: low + (high - low) * a
     alpha_of = lambda level: 0.0 if high == low else (float(level) - low) / (high - low)
@@ -102,7 +78,10 @@ def structured(graph: ChannelGraph, low: float = 0.25, high: float = 1.0) -> Com
     def deploy(variables, width):
         if not 0.0 < float(width) <= 1.0:
             raise ValueError(f"width must be in (0, 1], got {width}")
-        return slice_numpy(variables, graph, channel_counts(graph, float(width)))
+        # Host-side NumPy slicing (slice_widths does that for concrete arrays); plain numpy
+        # leaves, as the other deploys return.
+        sliced = slice_widths(variables, graph, channel_counts(graph, float(width)))
+        return jax.tree.map(np.asarray, sliced)
 
     return Compression("structured", gamma, alpha_of, compress, deploy)
 

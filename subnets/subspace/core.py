@@ -156,14 +156,13 @@ def init_line(net: Any, *, key: jax.Array, compression: str = "structured",
     start at scale 1, shift 0, as the reference's ``weight1``/``bias1`` do.
     """
     k0, k1 = jax.random.split(key)
-    init = jax.jit(net.init)  # one compilation instead of one per eager op and shape
-    return line(init(k0), init(k1), compression=compression, low=low, high=high)
+    return line(net.init(k0), net.init(k1), compression=compression, low=low, high=high)
 
 
 def init_point(net: Any, *, key: jax.Array, compression: str = "structured",
                low: float | None = None, high: float | None = None) -> Subspace:
     """A point subspace at a fresh initialisation of ``net``."""
-    return point(jax.jit(net.init)(key), compression=compression, low=low, high=high)
+    return point(net.init(key), compression=compression, low=low, high=high)
 
 
 def weights(subspace: Subspace, alpha: Any) -> dict:

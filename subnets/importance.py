@@ -155,6 +155,9 @@ def taylor(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
 def l1(variables: Mapping, graph: ChannelGraph) -> Scores:
     """L1 norm of each channel's incoming kernel weights (the REDS "L1 order" baseline).
 
+    Raw norms; pass them through :func:`normalize` before a knapsack across layers (the
+    ``nest`` pipeline does).
+
     Example:
         >>> import jax, subnets
         >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
@@ -168,6 +171,36 @@ def l1(variables: Mapping, graph: ChannelGraph) -> Scores:
     absolute = {"params": jax.tree.map(lambda a: np.abs(np.asarray(a, np.float64)),
                                        variables["params"])}
     return _group_scores(graph, variables, absolute, kernels_only=True)
+
+
+def normalize(scores: Mapping[str, Any]) -> Scores:
+    """Each group's scores divided by their mean, so that every group's units average 1.
+
+    A knapsack over several layers adds scores ACROSS groups, which is only meaningful when
+    they share a unit. Taylor scores do (each estimates a change of the loss) and random scores
+    do by construction; weight norms do not: with BatchNorm after a layer its kernel's scale is
+    arbitrary (the norm divides it out), and a stem with 9 inputs per filter has smaller norms
+    than a pointwise layer with 64. Raw L1 scores in the knapsack starve whole layers (DS-CNN-S
+    at 25% MACs kept 8 and 4 of 64 channels in two layers and lost 3.4 points to random order).
+    Normalising keeps the L1 ORDER inside each group and compares layers by relative magnitude.
+    A group whose scores are all zero is returned unchanged.
+
+    Example:
+        >>> import numpy as np
+        >>> out = normalize({"a": np.array([1.0, 3.0]), "b": np.array([10.0, 30.0])})
+        >>> out["a"].tolist(), out["b"].tolist()
+        ([0.5, 1.5], [0.5, 1.5])
+
+    References:
+        Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017), which ranks by L1 norm
+        only within a layer.
+    """
+    out = {}
+    for g, s in scores.items():
+        s = np.asarray(s, np.float64)
+        mean = float(s.mean()) if s.size else 0.0
+        out[g] = s / mean if mean > 0 else s.copy()
+    return out
 
 
 def random(graph: ChannelGraph, *, key: jax.Array) -> Scores:

@@ -167,3 +167,30 @@ def test_empty_batches_rejected():
     net, v, _, _ = _dnn()
     with pytest.raises(ValueError, match="batches is empty"):
         importance.taylor(net, v, [])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.floats(0.0, 1e6, allow_nan=False), min_size=1, max_size=12),
+                min_size=1, max_size=4))
+def test_normalize_keeps_order_and_sets_mean_one(groups):
+    scores = {f"g{i}": np.array(s) for i, s in enumerate(groups)}
+    out = importance.normalize(scores)
+    for g, s in scores.items():
+        if s.mean() > 0:
+            assert out[g].mean() == pytest.approx(1.0)
+            np.testing.assert_array_equal(np.argsort(-out[g], kind="stable"),
+                                          np.argsort(-s, kind="stable"))
+        else:
+            np.testing.assert_array_equal(out[g], s)
+
+
+def test_pipeline_l1_scores_are_normalized():
+    from subnets.nested.pipeline import score_channels
+
+    net, v, x, _ = _model("ds-cnn-s")
+    y = np.zeros(len(x), np.int32)
+    s, _ = score_channels(net, v, "l1", x, y, key=jax.random.key(0))
+    raw = importance.l1(v, net.graph)
+    for g in raw:
+        assert s[g].mean() == pytest.approx(1.0)
+        np.testing.assert_allclose(s[g] * raw[g].mean(), raw[g], rtol=1e-9)

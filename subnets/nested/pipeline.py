@@ -92,7 +92,8 @@ def score_channels(net: Any, variables: Mapping, method: str, x: np.ndarray, y: 
     from subnets.data import batches
 
     if method == "l1":
-        return importance.l1(variables, net.graph), None
+        # Per-group mean 1: raw weight norms are not comparable across layers (see normalize).
+        return importance.normalize(importance.l1(variables, net.graph)), None
     if method == "random":
         return importance.random(net.graph, key=key), None
     if method != "taylor":

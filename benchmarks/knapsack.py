@@ -35,8 +35,12 @@ import json
 import math
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from subnets.nested import ChainProblem
 
 MODELS = ("dnn-s", "dnn-m", "dnn-l", "cnn-s", "cnn-m", "cnn-l", "ds-cnn-s", "ds-cnn-m", "ds-cnn-l")
 
@@ -50,35 +54,28 @@ def make_scores(net, kind: str, seed: int) -> dict[str, np.ndarray]:
     return {g.name: draw[kind](g.size) for g in net.graph.free}
 
 
-def chain_problem(net, scores: dict, min_units: int) -> dict:
-    """The tables select_widths builds (one resource: MACs), plus the integer coefficients."""
-    from subnets.nested.select import ChainTables, chain_order
+def integer_model(pb: ChainProblem, scores: dict) -> dict:
+    """CP-SAT's exact-integer form of the DP's MAC tables, and the scale of its integer values.
 
-    order = chain_order(net.graph)
-    t = ChainTables(net, order, "macs", "coupled")
-    G, N = len(order), t.nmax + 1
-    U = np.zeros((G, N))
-    for i, n in enumerate(order):
-        s = np.sort(np.asarray(scores[n], np.float64))[::-1]
-        U[i, : s.size + 1] = np.concatenate([[0.0], np.cumsum(s)])
-    sizes = np.array([net.graph[n].size for n in order], np.int64)
-    # CP-SAT needs the algebraic form: CU[g, w] = a_g w, CP[g, u, v] = b_g u v, K integer.
-    w = np.arange(N, dtype=np.float64)
-    a = np.array([t.CU[g, 1] for g in range(G)])
-    b = np.array([t.CP[g, 1, 1] for g in range(G - 1)])
+    CP-SAT needs the algebraic form ``CU[g, w] = a_g w``, ``CP[g, u, v] = b_g u v``, ``K``, all
+    integers; the asserts check that the tables of ``pb`` (one resource: MACs) have it.
+    """
+    CU, CP, K = pb.CU[0], pb.CP[0], pb.K[0]
+    G = len(pb.order)
+    w = np.arange(CU.shape[1], dtype=np.float64)
+    a = np.array([CU[g, 1] for g in range(G)])
+    b = np.array([CP[g, 1, 1] for g in range(G - 1)])
     for g in range(G):
-        assert np.array_equal(t.CU[g], a[g] * w), f"group {order[g]}: unit cost not linear"
+        assert np.array_equal(CU[g], a[g] * w), f"group {pb.order[g]}: unit cost not linear"
     for g in range(G - 1):
-        assert np.array_equal(t.CP[g], b[g] * np.outer(w, w)), f"pair {g}: cost not bilinear"
-    assert all(float(x).is_integer() for x in [*a, *b, t.K]), "MAC coefficients not integers"
-    return {"order": order, "U": U, "CU": t.CU[None], "CP": t.CP[None], "K": np.array([t.K]),
-            "a": a.astype(np.int64), "b": b.astype(np.int64), "k": int(t.K), "sizes": sizes,
-            "floor": np.minimum(np.full(G, min_units, np.int64), sizes),
+        assert np.array_equal(CP[g], b[g] * np.outer(w, w)), f"pair {g}: cost not bilinear"
+    assert all(float(x).is_integer() for x in [*a, *b, K]), "MAC coefficients not integers"
+    return {"a": a.astype(np.int64), "b": b.astype(np.int64), "k": int(K),
             "scale": 1e6 / max(float(np.max(s)) for s in scores.values())}
 
 
-def cpsat_solve(pb: dict, budget: float, lo: np.ndarray, hi: np.ndarray, *, seconds: float,
-                workers: int) -> dict:
+def cpsat_solve(pb: ChainProblem, im: dict, budget: float, lo: np.ndarray, hi: np.ndarray, *,
+                seconds: float, workers: int) -> dict:
     """CP-SAT on the coupled model: integer widths, products, element-table values."""
     from ortools.sat.python import cp_model
 
@@ -88,16 +85,16 @@ def cpsat_solve(pb: dict, budget: float, lo: np.ndarray, hi: np.ndarray, *, seco
     m = cp_model.CpModel()
     G = len(lo)
     w = [m.NewIntVar(int(lo[g]), int(hi[g]), f"w{g}") for g in range(G)]
-    terms = [int(pb["a"][g]) * w[g] for g in range(G)]
+    terms = [int(im["a"][g]) * w[g] for g in range(G)]
     for g in range(G - 1):
-        if pb["b"][g]:
+        if im["b"][g]:
             p = m.NewIntVar(int(lo[g] * lo[g + 1]), int(hi[g] * hi[g + 1]), f"p{g}")
             m.AddMultiplicationEquality(p, [w[g], w[g + 1]])
-            terms.append(int(pb["b"][g]) * p)
-    m.Add(sum(terms) + pb["k"] <= math.floor(budget + FEAS_RTOL * max(1.0, budget)))
+            terms.append(int(im["b"][g]) * p)
+    m.Add(sum(terms) + im["k"] <= math.floor(budget + FEAS_RTOL * max(1.0, budget)))
     vals = []
     for g in range(G):
-        table = [int(round(x * pb["scale"])) for x in pb["U"][g]]
+        table = [int(round(x * im["scale"])) for x in pb.U[g]]
         v = m.NewIntVar(0, max(table), f"v{g}")
         m.AddElement(w[g], table, v)
         vals.append(v)
@@ -110,23 +107,22 @@ def cpsat_solve(pb: dict, budget: float, lo: np.ndarray, hi: np.ndarray, *, seco
     ms = 1e3 * (time.perf_counter() - t0)
     out = {"cpsat_ms": ms, "cpsat_status": solver.StatusName(status),
            "cpsat_optimal": status == cp_model.OPTIMAL, "cpsat_value": None,
-           "cpsat_bound": solver.BestObjectiveBound() / pb["scale"], "cpsat_widths": None}
+           "cpsat_bound": solver.BestObjectiveBound() / im["scale"], "cpsat_widths": None}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         ws = np.array([solver.Value(x) for x in w], np.int64)
         out["cpsat_widths"] = ws.tolist()
-        out["cpsat_value"] = evaluate_chain(pb["U"], None, pb["CU"], pb["CP"], pb["K"], ws)[0]
+        out["cpsat_value"] = evaluate_chain(pb.U, None, pb.CU, pb.CP, pb.K, ws)[0]
     return out
 
 
-def dp_solve(pb: dict, budget: float, lo: np.ndarray, repeats: int) -> tuple[np.ndarray, float,
-                                                                             float]:
+def dp_solve(pb: ChainProblem, budget: float, lo: np.ndarray,
+             repeats: int) -> tuple[np.ndarray, float, float]:
     from subnets.kernels.knapsack import solve_chain
 
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        w, v, _ = solve_chain(pb["U"], None, pb["CU"], pb["CP"], pb["K"], [budget], lo,
-                              pb["sizes"])
+        w, v, _ = solve_chain(pb.U, None, pb.CU, pb.CP, pb.K, [budget], lo, pb.sizes)
         times.append(1e3 * (time.perf_counter() - t0))
     return w, v, float(np.median(times))
 
@@ -134,41 +130,42 @@ def dp_solve(pb: dict, budget: float, lo: np.ndarray, repeats: int) -> tuple[np.
 def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]) -> dict:
     from subnets import cost, zoo
     from subnets.kernels.knapsack import evaluate_chain
-    from subnets.nested.select import select_widths
+    from subnets.nested import chain_problem, select_widths
 
     net = zoo.create(name, num_classes=12)
     scores = make_scores(net, kind, args.seed)
-    pb = chain_problem(net, scores, args.min_units)
-    total = float(cost.macs(net))
+    pb = chain_problem(net, scores, min_units=args.min_units)  # what select_widths solves
+    im = integer_model(pb, scores)
+    total = pb.full["macs"]
     seconds = args.cp_sat_seconds
-    res: dict = {"groups": dict(zip(pb["order"], pb["sizes"].tolist(), strict=True)),
-                 "total_macs": int(total), "round_unit": 0.5 / pb["scale"]}
+    res: dict = {"groups": dict(zip(pb.order, pb.sizes.tolist(), strict=True)),
+                 "total_macs": int(total), "round_unit": 0.5 / im["scale"]}
     t0 = time.perf_counter()
     nested = select_widths(net, scores, budgets, min_units=args.min_units)
     res["select_widths_nested_ms"] = 1e3 * (time.perf_counter() - t0)
     for mode in modes:
         ff = select_widths(net, scores, budgets, min_units=args.min_units, cost="full_fanin",
                            order="bottom_up" if mode == "nested" else "independent")
-        lo = pb["floor"].copy()
+        lo = pb.floor.copy()
         rows = {}
         for i, frac in enumerate(budgets):
             B = frac * total
             w, v, ms = dp_solve(pb, B, lo, args.repeats)
             row = {"dp_value": v, "dp_ms": ms, "dp_widths": w.tolist(),
-                   "dp_true_frac": cost.macs(net, dict(zip(pb["order"], w.tolist(),
+                   "dp_true_frac": cost.macs(net, dict(zip(pb.order, w.tolist(),
                                                            strict=True))) / total}
             if mode == "nested":
-                assert w.tolist() == [nested[i][n] for n in pb["order"]], "DP != select_widths"
+                assert w.tolist() == [nested[i][n] for n in pb.order], "DP != select_widths"
             if mode == "independent" and i == 0 and "nested" in res:
                 row.update({k: x for k, x in res["nested"][str(frac)].items() if "cpsat" in k})
             else:
-                row.update(cpsat_solve(pb, B, lo, pb["sizes"], seconds=seconds,
+                row.update(cpsat_solve(pb, im, B, lo, pb.sizes, seconds=seconds,
                                        workers=args.cp_sat_workers))
             if row["cpsat_widths"] is not None:
-                cw = dict(zip(pb["order"], row["cpsat_widths"], strict=True))
+                cw = dict(zip(pb.order, row["cpsat_widths"], strict=True))
                 row["cpsat_true_frac"] = cost.macs(net, cw) / total
-            fw = np.array([ff[i][n] for n in pb["order"]], np.int64)
-            fv = evaluate_chain(pb["U"], None, pb["CU"], pb["CP"], pb["K"], fw)[0]
+            fw = np.array([ff[i][n] for n in pb.order], np.int64)
+            fv = evaluate_chain(pb.U, None, pb.CU, pb.CP, pb.K, fw)[0]
             row["full_fanin_true_frac"] = cost.macs(net, ff[i]) / total
             row["full_fanin_value"] = fv
             row["full_fanin_gap"] = 1.0 - fv / v

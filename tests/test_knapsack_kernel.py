@@ -77,16 +77,26 @@ def _check_answer(args, answer):
     assert value == v and np.array_equal(costs, c)  # reported numbers are the recomputed ones
 
 
-@SETTINGS
-@given(st.data())
-def test_matches_brute_force_exactly_on_integer_tables(data):
-    args = _random_chain(data, integer=True)
+def _solve_both(data: st.DataObject, integer: bool):
+    """The DP and enumeration on one random chain: both infeasible, or the DP's answer checked.
+
+    Returns ``(got, expected)``, both None when the chain is infeasible.
+    """
+    args = _random_chain(data, integer=integer)
     expected = _solve_or_none(brute_force_chain, args)
     got = _solve_or_none(solve_chain, args)
     assert (got is None) == (expected is None)
+    if got is not None:
+        _check_answer(args, got)
+    return got, expected
+
+
+@SETTINGS
+@given(st.data())
+def test_matches_brute_force_exactly_on_integer_tables(data):
+    got, expected = _solve_both(data, integer=True)
     if got is None:
         return
-    _check_answer(args, got)
     # Same optimum, same tie-breaking: lowest costs, then smaller widths from the last group back.
     assert got[1] == expected[1]
     np.testing.assert_array_equal(got[2], expected[2])
@@ -96,13 +106,9 @@ def test_matches_brute_force_exactly_on_integer_tables(data):
 @SETTINGS
 @given(st.data())
 def test_matches_brute_force_on_float_tables(data):
-    args = _random_chain(data, integer=False)
-    expected = _solve_or_none(brute_force_chain, args)
-    got = _solve_or_none(solve_chain, args)
-    assert (got is None) == (expected is None)
+    got, expected = _solve_both(data, integer=False)
     if got is None:
         return
-    _check_answer(args, got)
     assert got[1] == pytest.approx(expected[1], rel=1e-12, abs=1e-12)
 
 

@@ -23,13 +23,15 @@ from subnets.nested.finetune import (
     make_joint_step,
 )
 from subnets.nested.pipeline import NestConfig, build_family
-from subnets.nested.select import select_widths
+from subnets.nested.select import ChainProblem, chain_problem, select_widths
 
 __all__ = [
+    "ChainProblem",
     "JointState",
     "JointTrainer",
     "NestConfig",
     "build_family",
+    "chain_problem",
     "default_optimizer",
     "finetune",
     "level_weights",

@@ -89,21 +89,24 @@ def remove_dead(variables: Mapping, graph: Any, *, check: bool = True, atol: flo
     if not any(d.any() for d in dead.values()):
         return dict(variables), g.widths_of(variables)
     key = jax.random.key(0) if key is None else key
+    before = None
     if net is not None:
-        probe = jax.random.normal(key, (2,) + tuple(net.input_shape), jnp.float32)
-        probe = probe.at[1].multiply(3.0).at[1].add(0.5)  # two clearly different inputs
-        removable, folds = _measure(net, variables, g, dead, probe, atol)
+        probe = np.array(jax.random.normal(key, (2,) + tuple(net.input_shape), jnp.float32))
+        probe[1] = probe[1] * np.float32(3.0) + np.float32(0.5)  # two clearly different inputs
+        removable, folds, before = _measure(net, variables, g, dead, probe, atol)
     else:
         removable = {n: _keep_one(d & _emits_zero(variables, g[n])) for n, d in dead.items()}
         folds = {}
-    new = _fold(variables, folds)
+    # The surgery runs on host NumPy copies (no per-shape XLA compilation); the changed leaves
+    # become JAX arrays once, at the end.
+    updates = _fold(variables, folds)
     keeps = {n: np.flatnonzero(~rm) for n, rm in removable.items() if rm.any()}
-    new = _take(new, g, keeps)
-    if check and net is not None:
-        apply = jax.jit(net.apply)
-        before, after = apply(variables, probe), apply(new, probe)
-        err = float(jnp.max(jnp.abs(before - after)))
-        scale = max(1.0, float(jnp.max(jnp.abs(before))))
+    updates = _take(variables, g, keeps, updates)
+    new = set_paths(variables, {p: jnp.asarray(a) for p, a in updates.items()})
+    if check and before is not None:
+        after = np.asarray(jax.jit(net.apply)(new, probe))
+        err = float(np.max(np.abs(before - after)))
+        scale = max(1.0, float(np.max(np.abs(before))))
         if err > atol * scale:
             raise RuntimeError(f"remove_dead: logits changed by {err:.3g} (scale {scale:.3g}); "
                                f"{net.name} has an op the removal rule does not model")
@@ -119,9 +122,13 @@ def _keep_one(rm: np.ndarray) -> np.ndarray:
     return rm
 
 
-def _take(variables: Mapping, g: ChannelGraph, keeps: Mapping[str, np.ndarray]) -> dict:
-    """Keep channels ``keeps[group]`` (in order) in every member; numpy, so no compilation."""
-    updates: dict[Path, np.ndarray] = {}
+def _take(variables: Mapping, g: ChannelGraph, keeps: Mapping[str, np.ndarray],
+          updates: Mapping[Path, np.ndarray]) -> dict[Path, np.ndarray]:
+    """Keep channels ``keeps[group]`` (in order) in every member, on top of ``updates``.
+
+    NumPy throughout (no compilation); returns every changed leaf as a NumPy array of its dtype.
+    """
+    updates = dict(updates)
     for name, keep in keeps.items():
         for m in g[name].members:
             a = updates.get(m.path)
@@ -133,7 +140,7 @@ def _take(variables: Mapping, g: ChannelGraph, keeps: Mapping[str, np.ndarray]) 
             view = np.take(view, keep, axis=m.axis + 1)
             updates[m.path] = view.reshape(shape[: m.axis] + (m.spatial * keep.size,)
                                            + shape[m.axis + 1 :])
-    return set_paths(variables, {p: jnp.asarray(a) for p, a in updates.items()})
+    return updates
 
 
 def _member(grp: Group, path: Path) -> Member:
@@ -189,8 +196,9 @@ def _emits_zero(variables: Mapping, grp: Group) -> np.ndarray:
     return np.asarray(ok, bool)
 
 
-def _capture(net: Any, variables: Mapping, probe: jax.Array, paths: set[Path]) -> dict:
-    """Inputs and (unbound) modules of the layers at ``paths``, from one forward pass."""
+def _capture(net: Any, variables: Mapping, probe: np.ndarray,
+             paths: set[Path]) -> tuple[dict, np.ndarray]:
+    """Inputs and (unbound) modules of the layers at ``paths``, and the logits, from one pass."""
     seen: dict[Path, tuple[jax.Array, nn.Module]] = {}
 
     def interceptor(next_fun, args, kwargs, context):
@@ -199,22 +207,22 @@ def _capture(net: Any, variables: Mapping, probe: jax.Array, paths: set[Path]) -
             seen[path] = (args[0], context.module.clone(parent=None))
         return next_fun(*args, **kwargs)
 
-    module = net.module(net.graph.widths_of(variables))
+    module = net.build(net.graph.widths_of(variables))  # the module net.apply runs
 
     def run(v, x):
         with nn.intercept_methods(interceptor):
-            module.apply(v, x, train=False)
-        return {p: inp for p, (inp, _) in seen.items()}
+            logits = module.apply(v, x, train=False)
+        return {p: inp for p, (inp, _) in seen.items()}, logits
 
     # Traced once: the interceptor records modules at trace time, the inputs come back as
     # outputs of one compiled program (eager Flax would compile op by op).
-    inputs = jax.jit(run)(variables, probe)
+    inputs, logits = jax.jit(run)(variables, probe)
     found = {p: (inputs[p], mod) for p, (_, mod) in seen.items()}
     missing = paths - set(found)
     if missing:
         raise ValueError(f"remove_dead: layers {sorted('/'.join(p) for p in missing)} were not "
                          "called as modules named like their kernel paths")
-    return found
+    return found, np.asarray(logits)
 
 
 def _close(a: np.ndarray, b: np.ndarray, atol: float) -> bool:
@@ -223,12 +231,12 @@ def _close(a: np.ndarray, b: np.ndarray, atol: float) -> bool:
 
 
 def _measure(net: Any, variables: Mapping, g: ChannelGraph, dead: Mapping[str, np.ndarray],
-             probe: jax.Array, atol: float) -> tuple[dict, dict]:
-    """Which dead channels fold exactly, and the bias change of each consumer."""
+             probe: np.ndarray, atol: float) -> tuple[dict, dict, np.ndarray]:
+    """Which dead channels fold exactly, the bias change of each consumer, and the logits."""
     consumers = {name: [lay for lay in g.layers if lay.in_group == name
                         and lay.kind != "depthwise"] for name, d in dead.items() if d.any()}
     paths = {lay.path for lays in consumers.values() for lay in lays}
-    seen = _capture(net, variables, probe, paths)
+    seen, logits = _capture(net, variables, probe, paths)
     removable = {name: np.zeros_like(d) for name, d in dead.items()}
     folds: dict[Path, np.ndarray] = {}
     for name, lays in consumers.items():
@@ -247,7 +255,7 @@ def _measure(net: Any, variables: Mapping, g: ChannelGraph, dead: Mapping[str, n
             total = delta[rm].sum(axis=0) if rm.any() else 0.0
             if np.any(total != 0):
                 folds[bias_path] = folds.get(bias_path, 0.0) + total
-    return removable, folds
+    return removable, folds, logits
 
 
 def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, module: nn.Module,
@@ -314,11 +322,10 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
     return ok, delta
 
 
-def _fold(variables: Mapping, folds: Mapping[Path, Any]) -> dict:
-    if not folds:
-        return dict(variables)
+def _fold(variables: Mapping, folds: Mapping[Path, Any]) -> dict[Path, np.ndarray]:
+    """The consumers' biases plus their folded constants, as NumPy arrays of the bias dtype."""
     updates = {}
     for p, d in folds.items():
         b = np.asarray(get_path(variables, p))
-        updates[p] = jnp.asarray((b + d).astype(b.dtype))
-    return set_paths(variables, updates)
+        updates[p] = (b + d).astype(b.dtype)
+    return updates

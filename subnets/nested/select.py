@@ -172,7 +172,11 @@ def _budget_value(total: float, b: float, what: str) -> float:
 
 
 class ChainProblem(NamedTuple):
-    """The knapsack tables of a net's chain, as :func:`solve_chain` takes them."""
+    """The knapsack tables of a net's chain, as :func:`solve_chain` takes them.
+
+    Built by :func:`chain_problem`; see its example. References: Corti et al., REDS
+    (arXiv:2311.13349), Sec. 3.3.
+    """
 
     order: list[str]  # free groups in chain order
     U: np.ndarray  # [G, N+1] prefix values
@@ -191,7 +195,21 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
                   min_units: int = 2) -> ChainProblem:
     """Build the exact chain-knapsack tables that :func:`select_widths` solves.
 
-    Arguments as in :func:`select_widths`; useful to hand the same problem to another solver.
+    Arguments as in :func:`select_widths`; useful to hand the same problem to another solver
+    (``benchmarks/knapsack.py`` gives it to CP-SAT). ``U[i, w]`` is the summed importance of the
+    first ``w`` units of group ``order[i]``; a width assignment costs ``K + sum CU + sum CP``
+    per resource.
+
+    Example:
+        >>> import numpy as np, subnets
+        >>> net = subnets.zoo.create("dnn-s", num_classes=4, input_shape=(8,))
+        >>> scores = {g.name: np.ones(g.size) for g in net.graph.free}
+        >>> pb = chain_problem(net, scores)
+        >>> pb.order, float(pb.U[0, 3]), pb.full["macs"] == subnets.cost.macs(net)
+        (['h0', 'h1', 'h2'], 3.0, True)
+
+    References:
+        Corti et al., REDS (arXiv:2311.13349), Sec. 3.3 (the knapsack formulation).
     """
     if cost not in ("coupled", "full_fanin"):
         raise ValueError(f"cost must be 'coupled' or 'full_fanin', got {cost!r}")

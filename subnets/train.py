@@ -92,19 +92,31 @@ def default_optimizer(steps: int, lr: float = 1e-3) -> optax.GradientTransformat
 def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: int,
         batch_size: int = 128, tx: optax.GradientTransformation | None = None,
         key: jax.Array, progress: bool = True, transform: Callable | None = None,
-        desc: str = "train") -> dict:
-    """Train for ``epochs`` over ``(x, y)`` and return the new variables."""
+        desc: str = "train", on_step: Callable[[int, TrainState], Any] | None = None,
+        train_step: Callable | None = None) -> dict:
+    """Train for ``epochs`` over ``(x, y)`` and return the new variables.
+
+    Args:
+        on_step: optional ``on_step(n, state)`` called after every optimiser step, ``n`` the
+            1-based count of steps taken (to save a rewind point, log, or stop watching).
+        train_step: a step made by :func:`make_train_step` with this ``tx`` (and
+            ``transform``), reused so that repeated calls compile once; by default a new one.
+    """
     if len(x) == 0:
         raise ValueError("fit: no training examples")
     batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)
     state = init_state(variables, tx)
-    step = make_train_step(net, tx, transform=transform)
+    step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
+    done = 0
     for epoch_key in jax.random.split(key, epochs):
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
             state, loss = step(state, xb, yb)
+            done += 1
+            if on_step is not None:
+                on_step(done, state)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)

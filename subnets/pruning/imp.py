@@ -43,7 +43,6 @@ import numpy as np
 import optax
 
 from subnets import train as _train
-from subnets.data.batches import batches as _batches
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked
 from subnets.transforms import prunable_paths
@@ -214,23 +213,15 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
         # One compiled step per set of mask paths; the masks themselves ride in the state.
         if sig not in steps:
             steps[sig] = _train.make_train_step(net, tx)
-        step = steps[sig]
-        state = _train.TrainState(dict(variables), tx.init(variables["params"]),
-                                  jnp.zeros((), jnp.int32))
-        rewind = dict(variables) if rewind_step == 0 else None
-        bar = _train._progress(total, "imp", progress)
-        done = 0
-        for epoch_key in jax.random.split(key, epochs):
-            for xb, yb in _batches(x, y, batch_size, key=epoch_key):
-                state, loss = step(state, xb, yb)
-                done += 1
-                if done == rewind_step:
-                    rewind = state.variables
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
-        if bar is not None:
-            bar.close()
-        return state.variables, rewind
+        rewind = {"variables": dict(variables) if rewind_step == 0 else None}
+
+        def save_rewind(n: int, state: _train.TrainState) -> None:
+            if n == rewind_step:
+                rewind["variables"] = state.variables
+
+        trained = _train.fit(net, variables, x, y, epochs=epochs, batch_size=batch_size, tx=tx,
+                             key=key, progress=progress, desc="imp", on_step=save_rewind,
+                             train_step=steps[sig])
+        return trained, rewind["variables"]
 
     return train_fn

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from subnets import data, train, zoo  # noqa: E402
+from subnets import train, zoo  # noqa: E402
 from subnets.pruning.masked import apply_masks, masked  # noqa: E402
 from subnets.pruning.pai import prune_at_init  # noqa: E402
 from subnets.pruning.pipeline import level_metrics  # noqa: E402
@@ -47,6 +47,7 @@ from subnets.pruning.reconvene import (  # noqa: E402
 METHODS = ("unstructured", "structured", "reconvene")
 
 
+from benchmarks._common import add_run_flags, load_limited  # noqa: E402
 from benchmarks._timing import latency_ms  # noqa: E402
 
 
@@ -92,23 +93,14 @@ def main(argv=None) -> dict:
     p.add_argument("--data", default="fashion_mnist")
     p.add_argument("--densities", default="0.1,0.05")
     p.add_argument("--score", default="magnitude", help="PaI score (Reconvene's default)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--limit", type=int, default=3000)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="PNG path")
-    p.add_argument("--quick", action="store_true", help="smoke run (~30 s)")
+    add_run_flags(p, limit=3000, repeats=20)
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.data, args.densities = "dnn-s", "digits", "0.1"
         args.limit, args.repeats, args.batch_size, args.lr = 384, 3, 64, 1e-2
     t_start = time.perf_counter()
-    x, y = data.load(args.data, "train")
-    xt, yt = data.load(args.data, "test")
-    x, y, xt, yt = x[: args.limit], y[: args.limit], xt[: args.limit], yt[: args.limit]
-    classes = int(max(y.max(), yt.max())) + 1
+    x, y, xt, yt, classes = load_limited(args.data, args.limit)
     rows = []
     for mi, model in enumerate(args.models.split(",")):
         net = zoo.create(model, num_classes=classes, input_shape=x.shape[1:])

@@ -74,25 +74,15 @@ def _scratch(cfg, net, widths_list, train, test, epochs):
 
 
 def _plot(results: dict, path: str, title: str) -> None:
-    import matplotlib
+    from subnets._plot import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, levels in results.items():
-        ax.plot([lv["macs_fraction"] * 100 for lv in levels],
-                [lv["accuracy"] * 100 for lv in levels], "o-", label=name)
-    ax.plot([f * 100 for f in REFERENCE["macs_fraction"]], REFERENCE["accuracy"], "k:",
-            label="REDS paper (DS-CNN-S, 250 ep.)")
-    ax.set_xlabel("true MACs (% of full)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, xlabel="true MACs (% of full)", ylabel="test accuracy (%)", title=title,
+                figsize=(6, 4)) as ax:
+        for name, levels in results.items():
+            ax.plot([lv["macs_fraction"] * 100 for lv in levels],
+                    [lv["accuracy"] * 100 for lv in levels], "o-", label=name)
+        ax.plot([f * 100 for f in REFERENCE["macs_fraction"]], REFERENCE["accuracy"], "k:",
+                label="REDS paper (DS-CNN-S, 250 ep.)")
 
 
 def main(argv: list[str] | None = None) -> dict:

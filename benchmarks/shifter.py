@@ -34,8 +34,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._common import add_run_flags, load_limited  # noqa: E402
 from benchmarks._timing import latency_ms  # noqa: E402
-from subnets import data, io, zoo  # noqa: E402
+from subnets import io, zoo  # noqa: E402
 from subnets.pruning.masked import apply_masks  # noqa: E402
 from subnets.pruning.pipeline import PruneConfig, level_metrics, sparse_levels  # noqa: E402
 from subnets.runtime import Portfolio  # noqa: E402
@@ -100,13 +101,7 @@ def main(argv=None) -> dict:
     p.add_argument("--fraction", type=float, default=0.5,
                    help="share of remaining weights pruned per level (OpenLTH: 0.2; larger "
                         "reaches high compression in fewer levels)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit", type=int, default=4000)
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="PNG path for the size/latency curves")
-    p.add_argument("--quick", action="store_true", help="smoke run (~30 s)")
+    add_run_flags(p, limit=4000, repeats=30, out_help="PNG path for the size/latency curves")
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.data, args.levels, args.epochs = "dnn-s", "digits", 1, 1
@@ -115,10 +110,7 @@ def main(argv=None) -> dict:
     cfg = PruneConfig(method="imp", model=args.model, data=args.data, levels=args.levels,
                       fraction=args.fraction, epochs=args.epochs, batch_size=args.batch_size,
                       limit=args.limit, seed=args.seed, progress=sys.stderr.isatty())
-    x, y = data.load(args.data, "train")
-    xt, yt = data.load(args.data, "test")
-    x, y, xt, yt = x[: args.limit], y[: args.limit], xt[: args.limit], yt[: args.limit]
-    classes = int(max(y.max(), yt.max())) + 1
+    x, y, xt, yt, classes = load_limited(args.data, args.limit)
     net = zoo.create(args.model, num_classes=classes, input_shape=x.shape[1:])
     levels = sparse_levels(cfg, net, x, y, key=jax.random.key(args.seed))
     dense = levels[0]["variables"]

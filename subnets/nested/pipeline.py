@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from subnets import cost, importance
+from subnets._plot import figure
 from subnets.runtime.family import Family
 from subnets.transforms import permute
 
@@ -62,16 +63,9 @@ class NestConfig:
 def load_data(cfg: NestConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray,
                                                                              np.ndarray]]:
     """``(train, test)`` pairs; ``cfg.limit`` keeps the first N of each (quick runs)."""
-    from subnets import data
+    from subnets.data.train_test import load_train_test
 
-    train = data.load(cfg.data, "train", data_dir=cfg.data_dir)
-    test = data.load(cfg.data, "test", data_dir=cfg.data_dir)
-    if cfg.limit is not None:
-        if cfg.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {cfg.limit}")
-        train = tuple(a[: cfg.limit] for a in train)
-        test = tuple(a[: cfg.limit] for a in test)
-    return train, test
+    return load_train_test(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
 
 
 def make_net(cfg: NestConfig) -> Any:
@@ -241,29 +235,17 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
 
 def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
     """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     levels = metrics["levels"]
     macs = [lv["macs"] / 1e6 for lv in levels]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(macs, [100 * lv["accuracy"] for lv in levels], "o-", label="fine-tuned")
-    if all("accuracy_before_finetune" in lv for lv in levels):
-        ax.plot(macs, [100 * lv["accuracy_before_finetune"] for lv in levels], "s--",
-                alpha=0.6, label="permuted, before fine-tuning")
-    for lv, m in zip(levels, macs, strict=True):
-        ax.annotate(f"{lv.get('budget', 1.0):g}", (m, 100 * lv["accuracy"]),
-                    textcoords="offset points", xytext=(0, 6), fontsize=8, ha="center")
-    ax.set_xlabel("true MACs (millions)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, xlabel="true MACs (millions)", ylabel="test accuracy (%)",
+                title=title) as ax:
+        ax.plot(macs, [100 * lv["accuracy"] for lv in levels], "o-", label="fine-tuned")
+        if all("accuracy_before_finetune" in lv for lv in levels):
+            ax.plot(macs, [100 * lv["accuracy_before_finetune"] for lv in levels], "s--",
+                    alpha=0.6, label="permuted, before fine-tuning")
+        for lv, m in zip(levels, macs, strict=True):
+            ax.annotate(f"{lv.get('budget', 1.0):g}", (m, 100 * lv["accuracy"]),
+                        textcoords="offset points", xytext=(0, 6), fontsize=8, ha="center")
 
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,

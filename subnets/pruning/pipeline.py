@@ -36,8 +36,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from subnets import data as _data
 from subnets import io, train, zoo
+from subnets.data.train_test import load_train_test
 from subnets.pruning.imp import imp, make_train_fn
 from subnets.pruning.masked import apply_masks, masked
 from subnets.pruning.pai import METHODS as PAI_SCORES
@@ -207,10 +207,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath) -> dict:
     """
     out = FsPath(out)
     out.mkdir(parents=True, exist_ok=True)
-    x, y = _data.load(cfg.data, "train")
-    xt, yt = _data.load(cfg.data, "test")
-    if cfg.limit is not None:
-        x, y, xt, yt = x[: cfg.limit], y[: cfg.limit], xt[: cfg.limit], yt[: cfg.limit]
+    (x, y), (xt, yt) = load_train_test(cfg.data, limit=cfg.limit)
     classes = int(max(y.max(), yt.max())) + 1
     net = zoo.create(cfg.model, num_classes=classes, input_shape=x.shape[1:], norm=cfg.norm)
     t0 = time.perf_counter()

@@ -1,0 +1,240 @@
+"""Tests for subnets.export.nested_c: the C artifact computes every level of the family, stores
+each weight once, and switching levels in any order gives the same outputs."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import json
+import re
+import shutil
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+import subnets
+from subnets.export import nested_c as nested_c_module
+from subnets.export.nested_c import nested_c
+from subnets.runtime.family import Family
+
+GCC = shutil.which("gcc")
+needs_gcc = pytest.mark.skipif(GCC is None, reason="no host gcc")
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
+
+# model -> (input shape, norm, levels smallest first; groups left out are at full width)
+CASES = {
+    "dnn-s": ((16,), None, [{"h0": 8, "h1": 20, "h2": 5}, {"h0": 64, "h1": 70, "h2": 33}, {}]),
+    "dnn-s-bn": ((4, 4), "batch", [{"h0": 3, "h1": 9, "h2": 17}, {"h0": 50}, {}]),
+    "ds-cnn-s": ((12, 10, 1), None, [{"g0": 4, "g1": 8, "g2": 6, "g3": 10, "g4": 8},
+                                     {"g0": 16, "g1": 24, "g2": 24, "g3": 32, "g4": 40}, {}]),
+    # stem stride (2, 1) and a strided first depthwise conv
+    "ds-cnn-m": ((12, 10, 1), None, [{"g0": 12, "g1": 20, "g2": 9, "g3": 30, "g4": 16},
+                                     {"g0": 40, "g1": 60, "g2": 50, "g3": 64, "g4": 100}, {}]),
+    "vision-ds-cnn": ((16, 16, 1), None, [{"g0": 5, "g1": 7, "g2": 9, "g3": 11, "g4": 13},
+                                          {"g0": 32, "g1": 32, "g2": 32}, {}]),
+}
+
+
+def _random_variables(net, seed):
+    rng = np.random.default_rng(seed)
+
+    def fill(path, s):
+        key = path[-1].key
+        if key == "var":
+            return rng.uniform(0.5, 1.5, s.shape).astype(np.float32)
+        if key == "scale":
+            return (1.0 + 0.2 * rng.normal(size=s.shape)).astype(np.float32)
+        fan_in = int(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 10
+        return rng.normal(scale=1.0 / np.sqrt(fan_in), size=s.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(net.init, jax.random.key(0)))
+
+
+@functools.cache
+def _family(case: str, per_level_stats: bool = True) -> tuple[Family, np.ndarray]:
+    shape, norm, levels = CASES[case]
+    net = subnets.zoo.create(case.removesuffix("-bn"), num_classes=5, input_shape=shape,
+                             norm=norm)
+    v = _random_variables(net, 0)
+    stats = None
+    if per_level_stats and "batch_stats" in v:
+        stats = [_random_variables(net, 10 + i)["batch_stats"] for i in range(len(levels))]
+    fam = Family(net, v, levels, level_batch_stats=stats)
+    x = np.random.default_rng(1).normal(size=(4,) + shape).astype(np.float32)
+    return fam, x
+
+
+MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "NAME.h"
+
+/* usage: prog input.bin output.bin n level... ; runs the n examples at each level in turn */
+int main(int argc, char **argv) {
+  if (argc < 5) return 2;
+  int n = atoi(argv[3]);
+  float *x = malloc(sizeof(float) * UP_INPUT_SIZE * (size_t)n);
+  float y[UP_OUTPUT_SIZE];
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (!x || !in || !out) return 2;
+  if (fread(x, sizeof(float) * UP_INPUT_SIZE, (size_t)n, in) != (size_t)n) return 2;
+  if (NAME_level() != NAME_num_levels - 1 || NAME_num_levels != UP_NUM_LEVELS) return 3;
+  for (int a = 4; a < argc; ++a) {
+    int level = atoi(argv[a]);
+    if (level >= 0) {
+      if (NAME_set_level(level) != 0 || NAME_level() != level) return 3;
+      if (NAME_set_level(UP_NUM_LEVELS) != -1 || NAME_set_level(-1) != -1) return 3;
+      if (NAME_level() != level) return 3;
+    } /* a negative level: run at whatever is active */
+    for (int i = 0; i < n; ++i) {
+      NAME_run(x + (size_t)i * UP_INPUT_SIZE, y);
+      fwrite(y, sizeof(float), UP_OUTPUT_SIZE, out);
+    }
+  }
+  fclose(in);
+  fclose(out);
+  free(x);
+  return 0;
+}
+"""
+
+
+def _build(fam: Family, tmp_path, name: str = "kws") -> tuple[dict, object]:
+    info = nested_c(fam, tmp_path / "out", name=name)
+    main = tmp_path / "main.c"
+    main.write_text(MAIN.replace("NAME", name).replace("UP", name.upper()))
+    exe = tmp_path / "prog"
+    out = tmp_path / "out"
+    proc = subprocess.run([GCC, *CFLAGS, f"-I{out}", "-o", str(exe), str(main),
+                           str(out / f"{name}.c"), str(out / "subnets_rt.c"), "-lm"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return info, exe
+
+
+def _run(exe, x: np.ndarray, levels: list[int], tmp_path) -> np.ndarray:
+    xin, yout = tmp_path / "x.bin", tmp_path / "y.bin"
+    np.ascontiguousarray(x, np.float32).tofile(xin)
+    proc = subprocess.run([str(exe), str(xin), str(yout), str(len(x)), *map(str, levels)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr}"
+    return np.fromfile(yout, np.float32).reshape(len(levels), len(x), -1)
+
+
+@needs_gcc
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_level_matches_family(case, tmp_path):
+    fam, x = _family(case)
+    info, exe = _build(fam, tmp_path)
+    got = _run(exe, x, list(range(len(fam))), tmp_path)
+    for i in range(len(fam)):
+        expect = np.asarray(fam.apply(x, i))
+        np.testing.assert_allclose(got[i], expect, rtol=1e-4, atol=1e-4,
+                                   err_msg=f"{case} level {i}")
+    assert not np.allclose(got[0], got[-1], atol=1e-2)  # the levels really differ
+    macs = [lv["macs"] for lv in info["levels"]]
+    assert macs == sorted(macs) and macs[0] < macs[-1]
+    assert info["levels"][-1]["widths"] == fam.net.graph.full_widths()
+
+
+@needs_gcc
+def test_switch_order_does_not_matter(tmp_path):
+    fam, x = _family("ds-cnn-s")
+    _, exe = _build(fam, tmp_path)
+    got = _run(exe, x, [-1, 2, 0, 2, 1, 0, -1], tmp_path)
+    np.testing.assert_array_equal(got[1], got[3])  # 2, then 0, then 2 again
+    np.testing.assert_array_equal(got[2], got[5])
+    np.testing.assert_array_equal(got[0], got[1])  # the artifact starts at the full level
+    np.testing.assert_array_equal(got[6], got[5])  # run without a switch keeps the level
+    np.testing.assert_allclose(got[4], np.asarray(fam.apply(x, 1)), rtol=1e-4, atol=1e-4)
+
+
+def _declared_floats(source: str, prefix: str) -> int:
+    return sum(int(n) for n in re.findall(rf"static const float {prefix}\w*\[(\d+)\]", source))
+
+
+@pytest.mark.parametrize("case", ["dnn-s", "ds-cnn-s"])
+def test_weights_are_stored_once(case, tmp_path):
+    fam, _ = _family(case)
+    info = nested_c(fam, tmp_path, name="m")
+    params = fam.variables["params"]
+    weighted = [op["name"] for op in info["layers"] if op["kind"] != "avgpool"]
+    full = sum(4 * np.size(a) for n in weighted for a in jax.tree.leaves(params[n]))
+    assert info["weight_bytes"] == full
+    per_level = sum(4 * np.size(a) for i in range(len(fam)) for n in weighted
+                    for a in jax.tree.leaves(fam.level_variables(i)["params"][n]))
+    assert per_level > full and info["separate_bytes"] > info["weight_bytes"]
+    source = (tmp_path / "m.c").read_text()
+    assert 4 * (_declared_floats(source, "w_") + _declared_floats(source, "b_")) == full
+    assert 4 * (_declared_floats(source, "s_") + _declared_floats(source, "t_")) \
+        == info["affine_bytes"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["weight_bytes"] == full and manifest["model"] == fam.net.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == manifest["files"]
+
+
+def test_per_level_batchnorm_is_kept_and_shared_stats_deduplicated(tmp_path):
+    fam, _ = _family("ds-cnn-s")
+    norms = [op["norm"] for op in nested_c(fam, tmp_path / "a")["layers"] if op["norm"]]
+    full = fam.level_variables(-1)["params"]
+    one_level = sum(8 * full[n]["scale"].size for n in norms)
+    per_level = nested_c(fam, tmp_path / "a")["affine_bytes"]
+    levels_sum = sum(8 * fam.level_variables(i)["params"][n]["scale"].size
+                     for i in range(len(fam)) for n in norms)
+    assert per_level == levels_sum  # distinct statistics: one affine per level
+    shared, _ = _family("ds-cnn-s", per_level_stats=False)
+    assert nested_c(shared, tmp_path / "b")["affine_bytes"] == one_level  # prefixes reused
+
+
+@pytest.mark.parametrize("model,layer", [("cpreresnet20", "residual add"),
+                                         ("vgg16", "max pooling"), ("cnn-s", "flatten")])
+def test_unsupported_model_names_model_and_layer(model, layer, tmp_path):
+    net = subnets.zoo.create(model, num_classes=3, input_shape=(8, 8, 3) if model != "cnn-s"
+                             else None)
+    fam = Family(net, _random_variables(net, 0), [{}])
+    with pytest.raises(ValueError, match=rf"{model}.*{layer}"):
+        nested_c(fam, tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_group_norm_and_bad_name_are_rejected(tmp_path):
+    net = subnets.zoo.create("ds-cnn-s", num_classes=3, input_shape=(8, 8, 1), norm="group")
+    fam = Family(net, _random_variables(net, 0), [{}])
+    with pytest.raises(ValueError, match="ds-cnn-s.*group"):
+        nested_c(fam, tmp_path)
+    with pytest.raises(ValueError, match="C identifier"):
+        nested_c(_family("dnn-s")[0], tmp_path, name="1bad-name")
+
+
+def test_docstring_example():
+    result = doctest.testmod(nested_c_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+ARM_GCC, ARM_SIZE = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-size")
+
+
+@pytest.mark.skipif(ARM_GCC is None or ARM_SIZE is None, reason="no arm-none-eabi toolchain")
+def test_cortex_m4_build_fits_weights_once(tmp_path):
+    fam, _ = _family("ds-cnn-s")
+    info = nested_c(fam, tmp_path, name="kws")
+    sizes = {}
+    for src in ("kws.c", "subnets_rt.c"):
+        obj = tmp_path / (src[:-2] + ".o")
+        proc = subprocess.run([ARM_GCC, "-std=c99", "-mcpu=cortex-m4", "-mthumb",
+                               "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-Wall",
+                               "-Werror", "-c", str(tmp_path / src), "-o", str(obj)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = subprocess.run([ARM_SIZE, str(obj)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()[1].split()
+        sizes[src] = dict(zip(("text", "data", "bss"), map(int, out[:3]), strict=True))
+    model = sizes["kws.c"]
+    weights = info["weight_bytes"] + info["affine_bytes"]
+    # const weights live in flash (.text/.rodata) once; the table and code add little
+    assert weights <= model["text"] < weights + 4096
+    assert model["bss"] >= info["arena_bytes"]
+    assert model["data"] < 1024
+    assert sizes["subnets_rt.c"]["text"] < 2048

@@ -204,11 +204,13 @@ def topk_mask(variables: Variables, density: Any, *, exclude: Any = "first_last"
     return set_paths(variables, updates)
 
 
-def fake_quant(x: jax.Array, bits: Any) -> jax.Array:
+def fake_quant(x: jax.Array, bits: Any, *, lo: Any = None, hi: Any = None) -> jax.Array:
     """Affine, signed, per-tensor fake quantisation with a straight-through gradient.
 
-    The range is forced to include 0 (so zero stays exactly representable, as integer kernels
-    need). ``bits`` may be traced (e.g. sampled per step).
+    The range is ``[lo, hi]`` when given (e.g. running activation ranges; values outside are
+    clipped), else the tensor's own min/max; either way it is widened to include 0 (so zero
+    stays exactly representable, as integer kernels need). ``bits`` may be traced (e.g.
+    sampled per step).
 
     Example:
         >>> import jax.numpy as jnp
@@ -221,8 +223,8 @@ def fake_quant(x: jax.Array, bits: Any) -> jax.Array:
     """
     x = jnp.asarray(x)
     levels = 2.0 ** jnp.asarray(bits, jnp.float32)
-    lo = jnp.minimum(jnp.min(x), 0.0)
-    hi = jnp.maximum(jnp.max(x), 0.0)
+    lo = jnp.minimum(jnp.min(x) if lo is None else jnp.asarray(lo, jnp.float32), 0.0)
+    hi = jnp.maximum(jnp.max(x) if hi is None else jnp.asarray(hi, jnp.float32), 0.0)
     scale = jnp.maximum((hi - lo) / (levels - 1.0), 1e-12)
     qmin = -levels / 2.0
     zero = jnp.round(-lo / scale) + qmin

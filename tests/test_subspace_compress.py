@@ -148,3 +148,33 @@ def test_act_quant_apply():
     coarse = subspace.act_quant_apply(net, v, x, 2)
     assert np.abs(fine - ref).max() < 1e-2 * np.abs(ref).max()
     assert np.abs(coarse - ref).max() > 10 * np.abs(fine - ref).max()
+
+
+def test_act_quant_running_ranges_make_outputs_batch_independent():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    v = random_variables(net)
+    x = np.random.default_rng(3).normal(size=(16, 8)).astype(np.float32)
+    s = subspace.init_act_ranges(net, subspace.point(v, compression="quantized"), x)
+    ranges = s.base[subspace.ACT_RANGES]
+    assert sorted(ranges) == ["dense1", "dense2"]  # stem and classifier inputs stay float
+    for lo, hi in ranges.values():
+        assert lo <= hi
+    fn = jax.jit(lambda vv, xx: subspace.act_quant_apply(net, vv, xx, 3))
+    # With fixed ranges an example's output does not depend on the rest of its batch.
+    whole = np.asarray(fn(s.base, x))
+    alone = np.concatenate([np.asarray(fn(s.base, x[i:i + 1])) for i in range(4)])
+    np.testing.assert_allclose(alone, whole[:4], rtol=1e-5, atol=1e-6)
+    batch_range = np.asarray(fn(v, x))  # no ranges: each batch's own min/max
+    single = np.asarray(fn(v, x[:1]))
+    assert np.abs(single - batch_range[:1]).max() > 1e-4
+    # Given ranges are used: a much wider range quantises more coarsely.
+    wide = {k: np.array([-100.0, 100.0], np.float32) for k in ranges}
+    coarse = subspace.act_quant_apply(net, v, x, 3, ranges=wide)
+    ref = net.apply(v, x)
+    assert np.abs(coarse - ref).max() > np.abs(whole - ref).max()
+
+
+def test_init_act_ranges_only_for_quantized():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+    with pytest.raises(ValueError, match="quantized"):
+        subspace.init_act_ranges(net, subspace.point(random_variables(net)), np.ones((2, 8)))

@@ -3,6 +3,7 @@ data parallelism, learning, and baselines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -209,6 +210,26 @@ def test_learns_and_evaluates_at_unseen_levels():
                      x, y, config=subspace.LCSConfig(1, "uniform", warmup=0.5), **kw)
     for b in (4, 8, 10):  # 8 and 10 bits lie outside the trained 3..6
         assert acc(subspace.at_level(q, net, bits=b)) > 0.7, b
+    assert sorted(q.base[subspace.ACT_RANGES]) == ["dense1", "dense2"]  # running ranges kept
+
+
+def test_running_activation_ranges_follow_the_batches():
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,), norm="none")
+    x, y = toy_data(32)
+    s = subspace.init_point(net, key=jax.random.key(0), compression="quantized")
+    s = subspace.init_act_ranges(net, s, x)
+    # Start from a range far too wide: the EMA pulls it towards the batches' ranges.
+    s = dataclasses.replace(s, base={**s.base, subspace.ACT_RANGES: {
+        k: np.array([-50.0, 50.0], np.float32) for k in s.base[subspace.ACT_RANGES]}})
+    tx = subspace.default_optimizer(10, lr=0.01)
+    cfg = subspace.LCSConfig(1, "uniform", warmup=0.0, range_momentum=0.5)
+    step = subspace.make_train_step(net, tx, cfg, total_steps=10)
+    st = subspace.init_state(s, tx)
+    for i in range(6):
+        st, _ = step(st, x, y, jax.random.key(i))
+    assert step.traces == 1
+    for lo, hi in st.subspace.base[subspace.ACT_RANGES].values():
+        assert -50.0 * 0.5 ** 6 - 10 < float(lo) <= float(hi) < 50.0 * 0.5 ** 6 + 10
 
 
 def test_activation_masks_train_exactly_like_weight_masks():

@@ -9,11 +9,13 @@ References:
 """
 
 from subnets.subspace.compress import (
+    ACT_RANGES,
     Compression,
     act_quant_apply,
     at,
     at_level,
     channel_counts,
+    init_act_ranges,
     make,
     masked_apply,
     output_groups,
@@ -71,7 +73,9 @@ __all__ = [
     "sample_alphas",
     "save",
     "trainable",
+    "ACT_RANGES",
     "act_quant_apply",
+    "init_act_ranges",
     "at",
     "at_level",
     "channel_counts",

@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -154,29 +155,76 @@ def make(kind: str, graph: ChannelGraph, low: float, high: float) -> Compression
     raise ValueError(f"unknown compression {kind!r}")
 
 
+ACT_RANGES = "act_ranges"  # the variables collection of running activation ranges
+
+
 def act_quant_apply(net: Any, variables: Mapping, x: jax.Array, bits: Any, *,
-                    enabled: Any = True, train: bool = False, mutable: bool = False) -> Any:
+                    enabled: Any = True, ranges: Mapping[str, Any] | None = None,
+                    observe: bool = False, train: bool = False, mutable: bool = False) -> Any:
     """``net.apply`` with the input of every inner conv/dense fake-quantised to ``bits``.
 
     The zoo has no activation-quantisation hook, so this intercepts the Flax ``Conv``/``Dense``
-    calls (the stem and classifier inputs stay float, as in the reference). The range is the
-    batch's own min/max per tensor (the reference keeps running min/max, which would need state
-    inside the zoo module). ``enabled`` may be a traced bool (off during warm-up).
+    calls (the stem and classifier inputs stay float, as in the reference). A module's range is
+    ``ranges[name]`` (``[lo, hi]``), by default the running ranges that training keeps in
+    ``variables["act_ranges"]`` (see :func:`init_act_ranges`), so an example's output does not
+    depend on the rest of its batch; a module without one uses the batch's own min/max.
+    ``enabled`` may be a traced bool (off during warm-up).
+
+    Returns:
+        what ``net.apply`` returns; with ``observe``, the pair ``(that, seen)`` where ``seen``
+        maps each quantised module to the ``[min, max]`` of its float input in this batch.
+
+    Example:
+        >>> import jax, numpy as np, subnets
+        >>> from subnets import subspace
+        >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+        >>> v = net.init(jax.random.key(0))
+        >>> x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+        >>> _, seen = act_quant_apply(net, v, x, 4, observe=True)
+        >>> sorted(seen)
+        ['dense1', 'dense2']
+
+    References:
+        Nunez et al., LCS (arXiv:2110.04252), Sec. 3.3; Jacob et al., CVPR 2018 (running
+        min/max ranges).
     """
-    skip = {p[1] for p in (prunable_paths(variables, net.graph)[:1]
-                           + prunable_paths(variables, net.graph)[-1:])}
+    prunable = prunable_paths(variables, net.graph)
+    skip = {p[1] for p in prunable[:1] + prunable[-1:]}
+    if ranges is None:
+        ranges = variables.get(ACT_RANGES, {})
+    variables = {k: v for k, v in variables.items() if k != ACT_RANGES}
+    seen = {}
 
     def interceptor(next_fun, args, kwargs, context):
         m = context.module
         if (context.method_name == "__call__" and isinstance(m, nn.Conv | nn.Dense)
                 and m.name not in skip and args):
             h = args[0]
-            h = jnp.where(enabled, fake_quant(h, bits), h)
-            args = (h, *args[1:])
+            if observe:
+                seen[m.name] = jnp.stack([jnp.min(h), jnp.max(h)]).astype(jnp.float32)
+            r = ranges.get(m.name)
+            q = fake_quant(h, bits) if r is None else fake_quant(h, bits, lo=r[0], hi=r[1])
+            args = (jnp.where(enabled, q, h), *args[1:])
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
-        return net.apply(variables, x, train=train, mutable=mutable)
+        out = net.apply(variables, x, train=train, mutable=mutable)
+    return (out, seen) if observe else out
+
+
+def init_act_ranges(net: Any, subspace: Subspace, x: Any) -> Subspace:
+    """The subspace with running activation ranges started from one float batch ``x``.
+
+    Training (:func:`subnets.subspace.fit`) calls this for quantised subspaces, then moves the
+    ranges by an exponential moving average of every step's batch ranges.
+    """
+    if subspace.compression != "quantized":
+        raise ValueError(f"activation ranges are for quantized subspaces, this one is "
+                         f"{subspace.compression}")
+    _, seen = act_quant_apply(net, weights(subspace, 1.0), x, 8, enabled=False, observe=True,
+                              ranges={})
+    base = {**subspace.base, ACT_RANGES: {k: np.asarray(v) for k, v in seen.items()}}
+    return dataclasses.replace(subspace, base=base)
 
 
 def output_groups(variables: Mapping, graph: ChannelGraph) -> dict[tuple, str]:

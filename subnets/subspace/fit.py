@@ -33,6 +33,7 @@ import optax
 
 from subnets import checkpoint
 from subnets.data.batches import batches as _batches
+from subnets.subspace.compress import ACT_RANGES, init_act_ranges
 from subnets.subspace.core import Subspace
 from subnets.subspace.train import (
     LCSConfig,
@@ -117,6 +118,11 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     total = epochs * steps_per_epoch
     config = config or default_config(subspace.compression)
     tx = tx or default_optimizer(total, lr=lr, warmup_steps=warmup_epochs * steps_per_epoch)
+    if (subspace.compression == "quantized" and config.act_quant
+            and ACT_RANGES not in subspace.base):
+        # Running activation ranges, as the reference keeps: outputs at deployment then do
+        # not depend on what else is in the batch.
+        subspace = init_act_ranges(net, subspace, x[:batch_size])
     state = init_state(subspace, tx, mesh=mesh)
     start = 0
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -167,7 +173,8 @@ def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
     """Top-1 accuracy at each level (default: the paper's grid), deployed by :func:`at_level`.
 
     Quantised subspaces are evaluated with activations fake-quantised to the same bits (as
-    trained after warm-up) unless ``act_quant`` is false.
+    trained after warm-up), over the running ranges training kept, unless ``act_quant`` is
+    false.
 
     Returns:
         ``{level: accuracy}``.

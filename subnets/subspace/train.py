@@ -35,7 +35,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from subnets.subspace.compress import act_quant_apply, channel_counts, make, masked_apply
+from subnets.subspace.compress import (
+    ACT_RANGES,
+    act_quant_apply,
+    channel_counts,
+    make,
+    masked_apply,
+)
 from subnets.subspace.core import Subspace, regulariser, weights
 from subnets.train import cross_entropy
 from subnets.transforms import width_mask
@@ -56,6 +62,9 @@ class LCSConfig:
             warm-up; unstructured line: TopK decays linearly from 1 to its target over it;
             quantised: activations are quantised only after it.
         act_quant: quantise activations after warm-up (quantised subspaces).
+        range_momentum: running activation ranges (``variables["act_ranges"]``, kept when
+            the subspace has them, see :func:`init_act_ranges`) move as
+            ``m * old + (1 - m) * batch range`` every step, warm-up included.
         mask: structured levels mask ``"activations"`` (default: shared weights, the fast
             path under vmap, see :func:`masked_apply`) or ``"weights"`` (``width_mask``).
     """
@@ -66,6 +75,7 @@ class LCSConfig:
     beta: float = 1.0
     warmup: float = 0.8
     act_quant: bool = True
+    range_momentum: float = 0.9
     mask: str = "activations"
 
     def __post_init__(self):
@@ -80,6 +90,8 @@ class LCSConfig:
             raise ValueError("discrete sampling needs alphas=(...)")
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not 0.0 <= self.range_momentum < 1.0:
+            raise ValueError(f"range_momentum must be in [0, 1), got {self.range_momentum}")
         if not 0.0 <= self.warmup <= 1.0:
             raise ValueError(f"warmup is a fraction of steps in [0, 1], got {self.warmup}")
 
@@ -156,14 +168,15 @@ def make_loss(net: Any, config: LCSConfig, total_steps: int):
             else:
                 decay = jnp.maximum(1.0 - step.astype(jnp.float32) / max(warm, 1.0), 0.0)
                 level = level + (1.0 - level) * decay
+        seen = {}  # quantised inputs' batch ranges, for the running activation ranges
         if sub.compression == "structured" and config.mask == "activations":
             logits, stats = masked_apply(net, weights(s, alpha), x,
                                          channel_counts(net.graph, level), train=True,
                                          mutable=True)
         elif sub.compression == "quantized" and config.act_quant:
             v = comp.compress(weights(s, alpha), level)
-            logits, stats = act_quant_apply(net, v, x, level, enabled=after, train=True,
-                                            mutable=True)
+            (logits, stats), seen = act_quant_apply(net, v, x, level, enabled=after,
+                                                    train=True, mutable=True, observe=True)
         else:
             logits, stats = net.apply(comp.compress(weights(s, alpha), level), x, train=True,
                                       mutable=True)
@@ -171,16 +184,16 @@ def make_loss(net: Any, config: LCSConfig, total_steps: int):
         if "batch_stats" in sub.base and sub.compression == "structured":
             ones = jax.tree.map(jnp.ones_like, s.base)
             active = width_mask(ones, net.graph, channel_counts(net.graph, level))["batch_stats"]
-        return cross_entropy(logits, y), (stats, active)
+        return cross_entropy(logits, y), (stats, active, seen)
 
     def loss(tr, sub, alphas, x, y, step):
-        losses, (stats, active) = jax.vmap(level_loss, in_axes=(None, None, 0, None, None, None))(
-            tr, sub, alphas, x, y, step)
+        losses, (stats, active, seen) = jax.vmap(
+            level_loss, in_axes=(None, None, 0, None, None, None))(tr, sub, alphas, x, y, step)
         reg = jnp.zeros((), jnp.float32)
         if sub.kind == "line" and config.beta > 0:
             reg = config.beta * regulariser(_with(sub, tr))
         return losses.sum() + reg, {"losses": losses, "reg": reg, "stats": stats,
-                                    "active": active}
+                                    "active": active, "seen": seen}
 
     return loss
 
@@ -225,6 +238,11 @@ class TrainStep:
             if "batch_stats" in base:
                 base = {**base, "batch_stats": merge_batch_stats(
                     base["batch_stats"], aux["stats"], aux["active"])}
+            if ACT_RANGES in base and aux["seen"]:
+                m = config.range_momentum
+                base = {**base, ACT_RANGES: jax.tree.map(
+                    lambda old, new: m * old + (1.0 - m) * new.mean(0), base[ACT_RANGES],
+                    aux["seen"])}
             metrics = {"loss": total, "losses": aux["losses"], "reg": aux["reg"],
                        "alphas": alphas}
             return SubspaceState(_with(sub, tr, base), opt_state, state.step + 1), metrics

@@ -61,3 +61,19 @@ def test_custom_board_needs_both_numbers(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--data", "synthetic",
                  "--flash-kb", "30"]) == 2
     assert "--flash-kb and --ram-kb" in capsys.readouterr().err
+
+
+def test_nested_c_format_needs_no_tensorflow_or_data(run_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["export", str(run_dir), "--out", str(out), "--formats", "nested-c"]) == 0
+    text = capsys.readouterr().out
+    manifest = json.loads((out / "nested_c" / "manifest.json").read_text())
+    assert len(manifest["levels"]) == 2
+    assert (out / "nested_c" / "subnets_rt.c").exists()
+    assert f"share {manifest['weight_bytes'] + manifest['affine_bytes']:,} B" in text
+    assert not (out / "level0.tflite").exists()
+
+
+def test_unknown_format_is_named(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--formats", "onnx"]) == 2
+    assert "onnx" in capsys.readouterr().err

@@ -36,6 +36,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--eval", type=int, default=1000, help="test samples evaluated per level")
     p.add_argument("--float", action="store_true", help="float32 models instead of int8")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--formats", default="tflite",
+                   help="comma list of tflite (an int8 .tflite + C array per level, checked in "
+                        "TFLM) and nested-c (ONE C99 source whose levels share their weights, "
+                        "in OUT/nested_c/)")
     return p
 
 
@@ -90,6 +94,16 @@ def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any
     return rep, (xt[:n_eval], yt[:n_eval])
 
 
+def _nested_c(family, out: Path) -> None:
+    from subnets.export import nested_c
+
+    m = nested_c(family, out)
+    stored = m["weight_bytes"] + m["affine_bytes"]
+    print(f"nested C artifact -> {out} ({len(m['levels'])} levels share {stored:,} B of "
+          f"weights; separate copies would take {m['separate_bytes']:,} B; arena "
+          f"{m['arena_bytes']:,} B)")
+
+
 def run(args) -> int:
     from subnets.export import export_family
 
@@ -98,8 +112,16 @@ def run(args) -> int:
         raise FileNotFoundError(f"RUN_DIR {run_dir} is not a directory")
     if args.representative < 1:
         raise ValueError(f"--representative must be >= 1, got {args.representative}")
+    formats = {f.strip() for f in args.formats.split(",") if f.strip()}
+    unknown = sorted(formats - {"tflite", "nested-c"})
+    if unknown or not formats:
+        raise ValueError(f"--formats takes tflite and/or nested-c, got {args.formats!r}")
     board = _board(args)
     family = _load_family(run_dir)
+    if "nested-c" in formats:
+        _nested_c(family, Path(args.out) / "nested_c")
+    if "tflite" not in formats:
+        return 0
     name = _dataset_name(args, run_dir)
     rep, eval_data = _data(name, family.net, args.representative, args.eval)
     manifest = export_family(family, args.out, representative=rep, board=board,

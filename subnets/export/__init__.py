@@ -1,4 +1,5 @@
-"""Export to TensorFlow Lite and TFLite-Micro: int8 models per level, C arrays, board budgets.
+"""Export to TensorFlow Lite and TFLite-Micro: int8 models per level, C arrays, board budgets,
+and :func:`nested_c`: one C99 artifact whose levels share their weights.
 
 TensorFlow and tflite-micro are optional (``pip install subnets[export]``); they are imported
 only when a model is converted or run, and a clear :class:`MissingDependencyError` says so.
@@ -27,6 +28,7 @@ from subnets.export.family import (
     get_board,
     uniform_levels,
 )
+from subnets.export.nested_c import nested_c
 from subnets.export.tflite import ConversionError, MissingDependencyError, tflite
 from subnets.export.tflm import (
     TFLM_OPS,
@@ -54,6 +56,7 @@ __all__ = [
     "get_board",
     "measure_arena",
     "model_ops",
+    "nested_c",
     "tflite",
     "tflm_run",
     "uniform_levels",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import functools
+import importlib
 import json
 import re
 import shutil
@@ -15,9 +16,11 @@ import numpy as np
 import pytest
 
 import subnets
-from subnets.export import nested_c as nested_c_module
 from subnets.export.nested_c import nested_c
 from subnets.runtime.family import Family
+
+# the package re-exports the function under the module's name, so fetch the module itself
+nested_c_module = importlib.import_module("subnets.export.nested_c")
 
 GCC = shutil.which("gcc")
 needs_gcc = pytest.mark.skipif(GCC is None, reason="no host gcc")

@@ -23,7 +23,12 @@ def test_reds_quick(tmp_path):
     png = tmp_path / "reds.png"
     out = _run("reds.py", "--out", str(png))
     assert out["benchmark"] == "reds" and out["quick"] is True
-    assert set(out["results"]) == {"taylor", "l1", "random", "taylor_top_down", "scratch"}
+    assert set(out["results"]) == {"taylor", "l1", "random", "l1_knapsack", "taylor_top_down",
+                                   "scratch"}
+    # the order ablation runs at exactly the widths REDS chose
+    for name in ("l1", "random", "scratch"):
+        assert [lv["widths"] for lv in out["results"][name]] == \
+            [lv["widths"] for lv in out["results"]["taylor"]], name
     for name, levels in out["results"].items():
         fractions = [lv["macs_fraction"] for lv in levels]
         assert fractions == sorted(fractions) and fractions[-1] == 1.0, name

@@ -101,7 +101,8 @@ def score_channels(net: Any, variables: Mapping, method: str, x: np.ndarray, y: 
 def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
                  budgets: Sequence[float], *, order: str = "bottom_up", resource: str = "macs",
                  min_units: int = 2, objective: str = "units", cost_model: str = "coupled",
-                 kernel_scores: Mapping | None = None) -> Family:
+                 kernel_scores: Mapping | None = None,
+                 levels: Sequence[Mapping[str, int]] | None = None) -> Family:
     """Permute by ``scores``, pick nested widths per budget, return the Family (full level last).
 
     Args:
@@ -113,6 +114,9 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
         resource, min_units, objective: passed to ``select_widths``.
         cost_model: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's approximation).
         kernel_scores: per-kernel scores (unpermuted, ``[in, out]``) for ``objective="kernels"``.
+        levels: fixed widths, one per budget (smallest first), instead of solving the knapsack:
+            then ``scores`` only decide WHICH units each width keeps (the order ablation: L1 or
+            random order at the widths REDS chose).
 
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 3.1-3.3.
@@ -123,10 +127,18 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
         raise ValueError(f"a Family needs nested levels: order must be 'bottom_up' or "
                          f"'top_down', got {order!r}")
     budgets = sorted(float(b) for b in budgets)
-    levels = select_widths(net, scores, budgets, resource=resource, order=order,
-                           min_units=min_units, objective=objective, cost=cost_model,
-                           kernel_scores=kernel_scores)
     full = net.graph.full_widths()
+    if levels is None:
+        levels = select_widths(net, scores, budgets, resource=resource, order=order,
+                               min_units=min_units, objective=objective, cost=cost_model,
+                               kernel_scores=kernel_scores)
+    else:
+        levels = [{**full, **lv} for lv in levels]
+        extra = len(levels) - len(budgets)
+        if extra not in (0, 1) or (extra == 1 and levels[-1] != full):
+            raise ValueError(f"levels: {len(levels)} width maps for {len(budgets)} budgets "
+                             "(one per budget, optionally followed by the full widths)")
+        # Family checks the groups, the ranges and the nesting.
     if not levels or levels[-1] != full:
         levels = [*levels, full]
     permuted = permute(variables, net.graph, importance.permutation(scores))
@@ -196,8 +208,12 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
 
 
 def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray, np.ndarray],
-         test: tuple[np.ndarray, np.ndarray], *, progress: bool = True) -> tuple[Family, dict]:
-    """Score, permute, select, fine-tune and evaluate from trained ``variables``."""
+         test: tuple[np.ndarray, np.ndarray], *, progress: bool = True,
+         levels: Sequence[Mapping[str, int]] | None = None) -> tuple[Family, dict]:
+    """Score, permute, select, fine-tune and evaluate from trained ``variables``.
+
+    ``levels`` fixes the widths (see :func:`build_family`); the scores then only set the order.
+    """
     from subnets.nested.finetune import finetune
 
     key = jax.random.key(cfg.seed)
@@ -214,7 +230,8 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
     t = time.perf_counter()
     family = build_family(net, variables, scores, cfg.budgets, order=cfg.order,
                           resource=cfg.resource, min_units=cfg.min_units,
-                          objective=cfg.objective, cost_model=cfg.cost, kernel_scores=ks)
+                          objective=cfg.objective, cost_model=cfg.cost, kernel_scores=ks,
+                          levels=levels)
     timings["select_s"] = time.perf_counter() - t
     before = [accuracy(family, i, *test) for i in range(len(family))]
     t = time.perf_counter()

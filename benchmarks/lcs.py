@@ -27,6 +27,7 @@ import optax
 
 import subnets
 from subnets import subspace
+from subnets.data.train_test import load_train_test
 from subnets.subspace import baselines
 
 STRUCTURED = ("lcs_p", "lcs_l", "sandwich_bn", "discrete")
@@ -112,9 +113,7 @@ def main(argv=None) -> dict:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     lcs_norm = "none" if model.startswith("dnn") else "instance"
 
-    x, y = subnets.data.load(a.data, "train")
-    xt, yt = subnets.data.load(a.data, "test")
-    x, y, xt, yt = x[:limit], y[:limit], xt[:test_limit], yt[:test_limit]
+    (x, y), (xt, yt) = load_train_test(a.data, limit=limit, test_limit=test_limit)
     if a.downsample > 1:
         x, xt = _pool(x, a.downsample), _pool(xt, a.downsample)
     classes = int(max(y.max(), yt.max())) + 1

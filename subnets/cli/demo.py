@@ -30,11 +30,10 @@ def run(args) -> int:
     import jax
 
     from subnets import cost, data, train, zoo
+    from subnets.data.train_test import load_train_test
 
-    x, y = data.load(args.data, "train", data_dir=args.data_dir)
-    xt, yt = data.load(args.data, "test", data_dir=args.data_dir)
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
+    (x, y), (xt, yt) = load_train_test(args.data, limit=args.limit or None, test_limit=None,
+                                       data_dir=args.data_dir)
     spec = data.DATASETS[args.data]
     net = zoo.create(args.model, num_classes=spec.num_classes, input_shape=x.shape[1:])
     key = jax.random.key(args.seed)

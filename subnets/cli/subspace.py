@@ -51,17 +51,15 @@ def run(args) -> int:
 
     import jax
 
-    from subnets import data, subspace, zoo
+    from subnets import subspace, zoo
+    from subnets.data.train_test import load_train_test
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.limit is not None and args.limit < args.batch_size:
         raise ValueError(f"--limit {args.limit} is smaller than --batch-size {args.batch_size}")
-    x, y = data.load(args.data, "train")
-    xt, yt = data.load(args.data, "test")
-    if args.limit is not None:
-        x, y, xt, yt = x[:args.limit], y[:args.limit], xt[:args.limit], yt[:args.limit]
+    (x, y), (xt, yt) = load_train_test(args.data, limit=args.limit)
     norm = args.norm or ("instance" if args.compression == "structured" else "group")
     classes = int(max(y.max(), yt.max())) + 1
     net = zoo.create(args.model, num_classes=classes, input_shape=x.shape[1:], norm=norm)

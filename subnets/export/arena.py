@@ -9,6 +9,16 @@ Probing small sizes is unsafe in-process: the Python TFLM interpreter can crash 
 allocation fails part-way through a kernel's Prepare. So probes run in a worker subprocess that is
 restarted if it dies; a crash counts as "does not fit".
 
+Example (needs ``subnets[export]``):
+    >>> import jax, numpy as np, subnets
+    >>> from subnets.export import tflite
+    >>> from subnets.export.arena import measure
+    >>> net = subnets.zoo.create("dnn-s", num_classes=4, input_shape=(8,))
+    >>> x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    >>> model = tflite(net, net.init(jax.random.key(0)), representative=x)
+    >>> 0 < measure(model) < 64 * 1024
+    True
+
 References:
     David et al., TensorFlow Lite Micro (MLSys 2021), Sec. 4.4 (the arena and its planner).
 """

@@ -3,6 +3,18 @@
 A zoo model is a Flax Linen module whose channel counts are constructor arguments. ``Net.apply``
 reads the widths off the variables' shapes (through the channel graph) and builds the module at
 those widths, so full, sliced and permuted variables all run through the same ``apply``.
+
+Example: the same ``apply`` runs the full and a width-sliced variables tree.
+    >>> import jax, numpy as np, subnets
+    >>> net = subnets.zoo.create("cnn-s", num_classes=12)
+    >>> v = net.init(jax.random.key(0))
+    >>> half = subnets.transforms.slice_widths(v, net.graph, {"c0": 14})
+    >>> x = np.zeros((1, *net.input_shape), np.float32)
+    >>> net.apply(v, x).shape == net.apply(half, x).shape == (1, 12)
+    True
+
+References:
+    Flax Linen, "Module" and "Variables" (the ``params`` / ``batch_stats`` collections).
 """
 
 from __future__ import annotations

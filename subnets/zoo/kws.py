@@ -3,6 +3,12 @@
 Layouts follow ARM's ML-KWS-for-MCU models as REDS uses them: DNN input 250 features (25x10
 MFCC, flattened), CNN/DS-CNN input 49x10x1.
 
+Example:
+    >>> import subnets
+    >>> net = subnets.zoo.create("ds-cnn-s", num_classes=12)
+    >>> net.input_shape, subnets.cost.params(net)
+    ((49, 10, 1), 23756)
+
 References:
     Zhang et al., Hello Edge: Keyword Spotting on Microcontrollers (arXiv:1711.07128);
     Corti et al., REDS (arXiv:2311.13349), Sec. 4.

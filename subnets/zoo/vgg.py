@@ -3,6 +3,12 @@
 This is the OpenLTH ``cifar_vgg_16`` layout DNNShifter prunes. Max pools use SAME padding so
 28x28 inputs (Fashion-MNIST) also reach a 1x1 map after five pools.
 
+Example: 14.7M parameters, as DNNShifter reports for CIFAR-10.
+    >>> import subnets
+    >>> net = subnets.zoo.create("vgg16", num_classes=10, input_shape=(32, 32, 3))
+    >>> round(subnets.cost.params(net) / 1e6, 1)
+    14.7
+
 References:
     Eccles et al., DNNShifter (2023); Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019);
     Simonyan & Zisserman, VGG (ICLR 2015).

@@ -7,6 +7,8 @@ The export modules convert models through TensorFlow (tens of seconds each): the
 import doctest
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +49,25 @@ def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _markdown_programs() -> dict[str, str]:
+    """Per markdown file, its ``python`` blocks joined: a tutorial's blocks share one namespace."""
+    root = Path(__file__).resolve().parents[1]
+    out = {}
+    for md in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```python\n(.*?)```", md.read_text(), re.S)
+        if blocks:
+            out[md.name] = "\n".join(blocks)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_markdown_programs()))
+def test_markdown_python_blocks_run(name, capsys):
+    # the README's and docs' code runs as written: a renamed function breaks this test
+    exec(compile(_markdown_programs()[name], name, "exec"), {"__name__": "__docs__"})
+    assert capsys.readouterr().out, f"{name}'s code printed nothing"
+
+
+def test_markdown_has_python_blocks():
+    assert {"README.md", "tutorial.md"} <= set(_markdown_programs())

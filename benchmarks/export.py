@@ -149,30 +149,23 @@ def run_model(name: str, x, y, xe, ye, rep, *, fractions, steps, key, progress) 
 
 
 def plot(results: list[dict], path: str) -> None:
-    import matplotlib
+    from subnets._plot import panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for r in results:
-        f = [row["fraction"] for row in r["levels"]]
-        axes[0].plot(f, [row["jax_float_accuracy"] for row in r["levels"]], "o-",
+    with panels(path, 1, 2, figsize=(10, 4), dpi=120) as axes:
+        acc, size = axes[0]
+        for r in results:
+            f = [row["fraction"] for row in r["levels"]]
+            acc.plot(f, [row["jax_float_accuracy"] for row in r["levels"]], "o-",
                      label=f"{r['model']} JAX float")
-        axes[0].plot(f, [row["tflm_accuracy"] for row in r["levels"]], "s--",
+            acc.plot(f, [row["tflm_accuracy"] for row in r["levels"]], "s--",
                      label=f"{r['model']} TFLM int8")
-        axes[1].plot(f, [row["flash_bytes"] / 1024 for row in r["levels"]], "o-",
-                     label=f"{r['model']} flash")
-        axes[1].plot(f, [row["arena_bytes"] / 1024 for row in r["levels"]], "s--",
-                     label=f"{r['model']} arena")
-    axes[0].set(xlabel="width fraction", ylabel="top-1 accuracy", title="accuracy per level")
-    axes[1].set(xlabel="width fraction", ylabel="KiB", title="model and arena size",
-                yscale="log")
-    for ax in axes:
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+            size.plot(f, [row["flash_bytes"] / 1024 for row in r["levels"]], "o-",
+                      label=f"{r['model']} flash")
+            size.plot(f, [row["arena_bytes"] / 1024 for row in r["levels"]], "s--",
+                      label=f"{r['model']} arena")
+        acc.set(xlabel="width fraction", ylabel="top-1 accuracy", title="accuracy per level")
+        size.set(xlabel="width fraction", ylabel="KiB", title="model and arena size",
+                 yscale="log")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,34 +194,27 @@ def check(results: dict, tol_rel: float = 1e-9) -> list[str]:
 
 
 def plot(results: dict, path: str, modes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from subnets._plot import panels
 
     kinds = list(results)
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(11, 3.6 * len(kinds)), squeeze=False)
-    for ax, kind in zip(axes[:, 0], kinds, strict=True):
-        labels, dp, cs, opt = [], [], [], []
-        for name, res in results[kind].items():
-            for frac, r in res["nested"].items():
-                labels.append(f"{name} {float(frac):.2f}")
-                dp.append(r["dp_ms"])
-                cs.append(r["cpsat_ms"])
-                opt.append(r["cpsat_optimal"])
-        x = np.arange(len(labels))
-        ax.plot(x, dp, "o-", label="exact chain DP (ours)")
-        ax.plot(x, cs, "s--", color="C1", label="CP-SAT (filled: proven optimal)")
-        for xi, c, o in zip(x, cs, opt, strict=True):
-            ax.plot(xi, c, "s", color="C1", mfc="C1" if o else "white")
-        ax.set_yscale("log")
-        ax.set_ylabel("solve time [ms]")
-        ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
-        ax.set_title(f"bottom-up nested MAC budgets, {kind} scores")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with panels(path, len(kinds), 1, figsize=(11, 3.6 * len(kinds)), dpi=120) as axes:
+        for ax, kind in zip(axes[:, 0], kinds, strict=True):
+            labels, dp, cs, opt = [], [], [], []
+            for name, res in results[kind].items():
+                for frac, r in res["nested"].items():
+                    labels.append(f"{name} {float(frac):.2f}")
+                    dp.append(r["dp_ms"])
+                    cs.append(r["cpsat_ms"])
+                    opt.append(r["cpsat_optimal"])
+            x = np.arange(len(labels))
+            ax.plot(x, dp, "o-", label="exact chain DP (ours)")
+            ax.plot(x, cs, "s--", color="C1", label="CP-SAT (filled: proven optimal)")
+            for xi, c, o in zip(x, cs, opt, strict=True):
+                ax.plot(xi, c, "s", color="C1", mfc="C1" if o else "white")
+            ax.set_yscale("log")
+            ax.set_ylabel("solve time [ms]")
+            ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
+            ax.set_title(f"bottom-up nested MAC budgets, {kind} scores")
 
 
 def main(argv: list[str] | None = None) -> dict:

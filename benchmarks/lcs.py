@@ -59,30 +59,20 @@ def _pool(x, k: int):
 
 
 def _plot(results: dict, path: str) -> None:
-    import matplotlib
+    from subnets._plot import panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for m, r in results.items():
-        if "accuracy" not in r:
-            continue
-        levels = [float(k) for k in r["accuracy"]]
-        ax = axes[{"structured": 0, "unstructured": 1, "quantized": 2}[r["compression"]]]
-        ax.plot(levels, list(r["accuracy"].values()), marker="o", label=m)
-        if "accuracy_recalibrated" in r:
-            ax.plot(levels, list(r["accuracy_recalibrated"].values()), ls="--", marker="x",
-                    label=m + " + BN recal.")
-    for ax, xl in zip(axes, ("width factor", "TopK density", "bits"), strict=True):
-        ax.set_xlabel(xl)
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.suptitle("LCS vs baselines (equal epochs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with panels(path, 1, 3, title="LCS vs baselines (equal epochs)", figsize=(14, 4)) as axes:
+        for m, r in results.items():
+            if "accuracy" not in r:
+                continue
+            levels = [float(k) for k in r["accuracy"]]
+            ax = axes[0, {"structured": 0, "unstructured": 1, "quantized": 2}[r["compression"]]]
+            ax.plot(levels, list(r["accuracy"].values()), marker="o", label=m)
+            if "accuracy_recalibrated" in r:
+                ax.plot(levels, list(r["accuracy_recalibrated"].values()), ls="--", marker="x",
+                        label=m + " + BN recal.")
+        for ax, xl in zip(axes[0], ("width factor", "TopK density", "bits"), strict=True):
+            ax.set(xlabel=xl, ylabel="test accuracy")
 
 
 def main(argv=None) -> dict:

@@ -135,25 +135,19 @@ def main(argv=None) -> dict:
 
 
 def _plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from subnets._plot import panels
 
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.6 * len(models)), squeeze=False)
-    for (a, b), model in zip(axes, models, strict=True):
-        for method, mark in zip(METHODS, "o^s", strict=True):
-            rs = [r for r in rows if r["model"] == model and r["method"] == method]
-            a.semilogx([r["params_after"] for r in rs], [r["accuracy_removed"] for r in rs],
-                       mark, label=method)
-            b.semilogx([r["params_after"] for r in rs], [r["latency_b64_ms"] for r in rs],
-                       mark, label=method)
-        a.set_title(f"{model}: accuracy"), b.set_title(f"{model}: CPU ms / batch 64")
-        a.set_xlabel("stored parameters after removal"), b.set_xlabel("stored parameters")
-        a.legend(), b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with panels(path, len(models), 2, figsize=(10, 3.6 * len(models)), dpi=100) as axes:
+        for (a, b), model in zip(axes, models, strict=True):
+            for method, mark in zip(METHODS, "o^s", strict=True):
+                rs = [r for r in rows if r["model"] == model and r["method"] == method]
+                a.semilogx([r["params_after"] for r in rs],
+                           [r["accuracy_removed"] for r in rs], mark, label=method)
+                b.semilogx([r["params_after"] for r in rs], [r["latency_b64_ms"] for r in rs],
+                           mark, label=method)
+            a.set(title=f"{model}: accuracy", xlabel="stored parameters after removal")
+            b.set(title=f"{model}: CPU ms / batch 64", xlabel="stored parameters")
 
 
 if __name__ == "__main__":

@@ -149,24 +149,21 @@ def main(argv=None) -> dict:
 
 
 def _plot(rows, path, model):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from subnets._plot import panels
 
     d = [r["density"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.loglog(d, [r["params_before"] for r in rows], "o-", label="sparse (stored dense)")
-    a.loglog(d, [r["params_after"] for r in rows], "s-", label="after removal")
-    a.loglog(d, [r["params_nonzero"] for r in rows], "^--", label="non-zero")
-    a.set_xlabel("density"), a.set_ylabel("parameters"), a.invert_xaxis(), a.legend()
-    for kind, mark in (("dense", "o-"), ("sparse", "^-"), ("removed", "s-")):
-        b.semilogx(d, [r[f"latency_{kind}_b64_ms"] for r in rows], mark, label=kind)
-    b.set_xlabel("density"), b.set_ylabel("ms / batch of 64 (CPU)"), b.invert_xaxis()
-    b.legend()
-    fig.suptitle(f"DNNShifter on {model}: IMP levels after dead-structure removal")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    title = f"DNNShifter on {model}: IMP levels after dead-structure removal"
+    with panels(path, 1, 2, title=title, dpi=100) as axes:
+        a, b = axes[0]
+        a.loglog(d, [r["params_before"] for r in rows], "o-", label="sparse (stored dense)")
+        a.loglog(d, [r["params_after"] for r in rows], "s-", label="after removal")
+        a.loglog(d, [r["params_nonzero"] for r in rows], "^--", label="non-zero")
+        a.set(xlabel="density", ylabel="parameters")
+        a.invert_xaxis()
+        for kind, mark in (("dense", "o-"), ("sparse", "^-"), ("removed", "s-")):
+            b.semilogx(d, [r[f"latency_{kind}_b64_ms"] for r in rows], mark, label=kind)
+        b.set(xlabel="density", ylabel="ms / batch of 64 (CPU)")
+        b.invert_xaxis()
 
 
 if __name__ == "__main__":

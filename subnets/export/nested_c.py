@@ -48,6 +48,7 @@ import numpy as np
 from subnets import cost
 from subnets.export.carray import _IDENT
 from subnets.graph import get_path
+from subnets.zoo.common import NORM_EPS
 
 FORMAT = "subnets.nested_c"
 FORMAT_VERSION = 1
@@ -57,7 +58,6 @@ SUPPORTED = "dnn-s/m/l, ds-cnn-s/m/l and vision-ds-cnn (norm 'batch' or 'none')"
 # What stops the interpreter from running the other zoo models, named in the error.
 _UNSUPPORTED_LAYER = {"CNN": "flatten of a conv map into dense 'linear'",
                       "PreResNet": "residual add", "VGG": "max pooling"}
-_BN_EPS = 1e-5  # subnets.zoo.common.norm_layer
 _PER_LINE = 8
 
 
@@ -141,7 +141,7 @@ def _affine(level_vars: dict, norm: str) -> tuple[np.ndarray, np.ndarray]:
     """Level BatchNorm as ``y = x * scale + shift`` (eval mode, that level's statistics)."""
     p = {k: np.asarray(v, np.float32) for k, v in level_vars["params"][norm].items()}
     s = {k: np.asarray(v, np.float32) for k, v in level_vars["batch_stats"][norm].items()}
-    scale = p["scale"] / np.sqrt(s["var"] + np.float32(_BN_EPS))
+    scale = p["scale"] / np.sqrt(s["var"] + np.float32(NORM_EPS))
     return scale, p["bias"] - s["mean"] * scale
 
 

@@ -114,15 +114,18 @@ def group_count(channels: int, cap: int = 32) -> int:
     return 1
 
 
+NORM_EPS = 1e-5  # every zoo norm layer's epsilon; exporters that fold norms read it here
+
+
 def norm_layer(kind: str, name: str, channels: int, train: bool) -> Callable:
     """The norm after a layer with ``channels`` outputs."""
     if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=NORM_EPS,
                             name=name)
     if kind == "group":
-        return nn.GroupNorm(num_groups=group_count(channels), epsilon=1e-5, name=name)
+        return nn.GroupNorm(num_groups=group_count(channels), epsilon=NORM_EPS, name=name)
     if kind == "instance":
-        return nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, name=name)
+        return nn.GroupNorm(num_groups=None, group_size=1, epsilon=NORM_EPS, name=name)
     return lambda h: h
 
 

@@ -35,6 +35,10 @@ CASES = {
     # stem stride (2, 1) and a strided first depthwise conv
     "ds-cnn-m": ((12, 10, 1), None, [{"g0": 12, "g1": 20, "g2": 9, "g3": 30, "g4": 16},
                                      {"g0": 40, "g1": 60, "g2": 50, "g3": 64, "g4": 100}, {}]),
+    # VALID convs, then flatten + dense ("linear") as one whole-map conv
+    "cnn-s": ((20, 10, 1), None, [{"c0": 5, "c1": 7, "lin": 3, "fc": 20},
+                                  {"c0": 14, "c1": 22, "lin": 9, "fc": 64}, {}]),
+    "cnn-s-bn": ((20, 10, 1), "batch", [{"c0": 3, "c1": 4, "lin": 2, "fc": 9}, {"c1": 25}, {}]),
     "vision-ds-cnn": ((16, 16, 1), None, [{"g0": 5, "g1": 7, "g2": 9, "g3": 11, "g4": 13},
                                           {"g0": 32, "g1": 32, "g2": 32}, {}]),
 }
@@ -158,7 +162,7 @@ def _declared_floats(source: str, prefix: str) -> int:
     return sum(int(n) for n in re.findall(rf"static const float {prefix}\w*\[(\d+)\]", source))
 
 
-@pytest.mark.parametrize("case", ["dnn-s", "ds-cnn-s"])
+@pytest.mark.parametrize("case", ["dnn-s", "cnn-s", "ds-cnn-s"])
 def test_weights_are_stored_once(case, tmp_path):
     fam, _ = _family(case)
     info = nested_c(fam, tmp_path, name="m")
@@ -192,10 +196,9 @@ def test_per_level_batchnorm_is_kept_and_shared_stats_deduplicated(tmp_path):
 
 
 @pytest.mark.parametrize("model,layer", [("cpreresnet20", "residual add"),
-                                         ("vgg16", "max pooling"), ("cnn-s", "flatten")])
+                                         ("vgg16", "max pooling")])
 def test_unsupported_model_names_model_and_layer(model, layer, tmp_path):
-    net = subnets.zoo.create(model, num_classes=3, input_shape=(8, 8, 3) if model != "cnn-s"
-                             else None)
+    net = subnets.zoo.create(model, num_classes=3, input_shape=(8, 8, 3))
     fam = Family(net, _random_variables(net, 0), [{}])
     with pytest.raises(ValueError, match=rf"{model}.*{layer}"):
         nested_c(fam, tmp_path)

@@ -7,7 +7,9 @@ reads the first ``out_width`` rows, each up to ``in_width`` with the full-row st
 ``<name>_set_level(i)`` writes each layer's active widths and BatchNorm pointers and copies
 nothing. BatchNorm is kept as a per-level per-channel affine (scale, shift) computed from that
 level's own running statistics: folding it into the shared kernels would need one kernel copy
-per level. Levels whose affine is a prefix of another level's share that array.
+per level. Levels whose affine is a prefix of another level's share that array. The Hello-Edge
+CNN's flatten + dense is written as what it is, a VALID conv whose kernel covers the whole map
+(the dense kernel's rows are already (h, w, c) row-major), so it too reads channel prefixes.
 
 Files written to ``out_dir``: ``<name>.h`` / ``<name>.c`` (weights, level table, entry points
 ``<name>_set_level``, ``<name>_level``, ``<name>_run``, ``<name>_num_levels``), the runtime
@@ -54,10 +56,9 @@ FORMAT = "subnets.nested_c"
 FORMAT_VERSION = 1
 RUNTIME_DIR = Path(__file__).parent / "c"
 RUNTIME_FILES = ("subnets_rt.h", "subnets_rt.c")
-SUPPORTED = "dnn-s/m/l, ds-cnn-s/m/l and vision-ds-cnn (norm 'batch' or 'none')"
+SUPPORTED = "dnn-s/m/l, cnn-s/m/l, ds-cnn-s/m/l and vision-ds-cnn (norm 'batch' or 'none')"
 # What stops the interpreter from running the other zoo models, named in the error.
-_UNSUPPORTED_LAYER = {"CNN": "flatten of a conv map into dense 'linear'",
-                      "PreResNet": "residual add", "VGG": "max pooling"}
+_UNSUPPORTED_LAYER = {"PreResNet": "residual add", "VGG": "max pooling"}
 _PER_LINE = 8
 
 
@@ -66,7 +67,7 @@ class _Op:
     """One step of the C program."""
 
     name: str                 # the layer's key under variables["params"]
-    kind: str                 # "dense", "conv", "depthwise" or "avgpool"
+    kind: str                 # "dense", "conv", "flatten_dense", "depthwise" or "avgpool"
     in_group: str
     out_group: str
     in_hw: tuple[int, int] = (1, 1)
@@ -76,6 +77,11 @@ class _Op:
     pad: tuple[int, int] = (0, 0)  # top, left
     norm: str | None = None
     relu: bool = False
+
+
+def _valid(size: int, k: int, s: int) -> tuple[int, int]:
+    """Output size and leading pad of VALID padding."""
+    return (size - k) // s + 1, 0
 
 
 def _same(size: int, k: int, s: int) -> tuple[int, int]:
@@ -91,10 +97,10 @@ def _unsupported(net: Any, layer: str) -> ValueError:
 
 def _program(net: Any) -> list[_Op]:
     """The zoo model as a list of C ops; ValueError naming the model and the layer otherwise."""
-    from subnets.zoo.kws import DNN, DSCNN
+    from subnets.zoo.kws import CNN, DNN, DSCNN
 
     module = net.build(net.graph.sizes)
-    if not isinstance(module, DNN | DSCNN):
+    if not isinstance(module, DNN | CNN | DSCNN):
         kind = type(module).__name__
         raise _unsupported(net, _UNSUPPORTED_LAYER.get(kind, f"{kind} module"))
     if net.norm not in ("batch", "none"):
@@ -110,12 +116,23 @@ def _program(net: Any) -> list[_Op]:
     hh, ww, _ = net.input_shape
     ops = []
 
-    def conv(name, kind, kernel, stride, norm):
+    def conv(name, kind, kernel, stride, norm, pad=_same, relu=True):
         nonlocal hh, ww
-        (oh, pt), (ow, pl) = _same(hh, kernel[0], stride[0]), _same(ww, kernel[1], stride[1])
+        (oh, pt), (ow, pl) = pad(hh, kernel[0], stride[0]), pad(ww, kernel[1], stride[1])
         ops.append(_Op(name, kind, *groups[name], (hh, ww), (oh, ow), tuple(kernel),
-                       tuple(stride), (pt, pl), norm if bn else None, True))
+                       tuple(stride), (pt, pl), norm if bn else None, relu))
         hh, ww = oh, ow
+
+    if isinstance(module, CNN):
+        for i in range(2):
+            conv(f"conv{i}", "conv", cfg.kernel, cfg.strides[i], f"norm{i}", _valid)
+        # flatten (H, W, C) + dense is exactly a VALID conv whose kernel covers the whole map:
+        # the dense kernel's rows are (h, w, c) row-major, the layout of a conv kernel.
+        conv("linear", "flatten_dense", (hh, ww), (1, 1), None, _valid, relu=False)
+        ops.append(_Op("dense", "dense", *groups["dense"],
+                       norm="norm_dense" if bn else None, relu=True))
+        ops.append(_Op("classifier", "dense", *groups["classifier"]))
+        return ops
 
     conv("stem", "conv", cfg.stem_kernel, cfg.stem_stride, "stem_norm")
     for i in range(cfg.blocks):
@@ -134,6 +151,8 @@ def _rows(op: _Op, kernel: np.ndarray) -> np.ndarray:
         return kernel.T
     if op.kind == "depthwise":
         return kernel[:, :, 0, :].transpose(2, 0, 1).reshape(kernel.shape[-1], -1)
+    if op.kind == "flatten_dense":
+        kernel = kernel.reshape(*op.kernel, -1, kernel.shape[-1])
     return kernel.transpose(3, 0, 1, 2)
 
 
@@ -219,8 +238,8 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, name: str = "subnets_mo
                     arrays += [_c_array(f"s_{ident}", scale), _c_array(f"t_{ident}", shift)]
                     affine_bytes += 8 * scale.size
                 scale_ptr[i][j], shift_ptr[i][j] = f"s_{ident}", f"t_{ident}"
-        kind = {"dense": "SNRT_CONV", "conv": "SNRT_CONV", "depthwise": "SNRT_DEPTHWISE",
-                "avgpool": "SNRT_AVGPOOL"}[op.kind]
+        kind = {"dense": "SNRT_CONV", "conv": "SNRT_CONV", "flatten_dense": "SNRT_CONV",
+                "depthwise": "SNRT_DEPTHWISE", "avgpool": "SNRT_AVGPOOL"}[op.kind]
         layer_inits.append(
             f"  {{{kind}, {op.in_hw[0]}, {op.in_hw[1]}, {op.out_hw[0]}, {op.out_hw[1]}, "
             f"{op.kernel[0]}, {op.kernel[1]}, {op.stride[0]}, {op.stride[1]}, {op.pad[0]}, "

@@ -2,7 +2,7 @@
 
 Builds a REDS family (L1 importance, knapsack widths per MAC budget, the full level last) of a
 zoo model with random weights (time and size do not depend on their values), exports it with
-:func:`subnets.export.nested_c.nested_c`, compiles it with the host ``gcc -O2`` and measures per
+:func:`subnets.export.nested_c`, compiles it with the host ``gcc -O2`` and measures per
 level:
   * ``set_level_ns``: one ``<name>_set_level`` call (mean over 1,000 alternating switches);
   * ``run_us``: one inference at an unchanged level;
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("benchmarks/nested_c.py needs a host gcc")
 
     from subnets import importance, zoo
-    from subnets.export.nested_c import nested_c
+    from subnets.export.nested_artifact import nested_c
     from subnets.nested.pipeline import build_family
 
     shape = args.input_shape or ("25,10,1" if args.quick else None)

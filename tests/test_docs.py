@@ -14,7 +14,7 @@ import pytest
 
 import subnets
 
-SLOW = {"subnets.export", "subnets.export.family", "subnets.export.tflite", "subnets.export.tflm"}
+SLOW = {"subnets.export", "subnets.export.family", "subnets.export.convert", "subnets.export.tflm"}
 
 
 def _modules() -> list[str]:

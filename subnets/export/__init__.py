@@ -19,6 +19,7 @@ References:
 """
 
 from subnets.export.carray import c_array, write_c_array
+from subnets.export.convert import ConversionError, MissingDependencyError, tflite
 from subnets.export.family import (
     BOARDS,
     Board,
@@ -28,8 +29,7 @@ from subnets.export.family import (
     get_board,
     uniform_levels,
 )
-from subnets.export.nested_c import nested_c
-from subnets.export.tflite import ConversionError, MissingDependencyError, tflite
+from subnets.export.nested_artifact import nested_c
 from subnets.export.tflm import (
     TFLM_OPS,
     ArenaError,

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from subnets.export.carray import write_c_array
-from subnets.export.tflite import tflite
+from subnets.export.convert import tflite
 from subnets.export.tflm import measure_arena, model_ops, tflm_run
 
 KIB = 1024

@@ -72,7 +72,7 @@ def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as e:
-        from subnets.export.tflite import MissingDependencyError
+        from subnets.export.convert import MissingDependencyError
 
         raise MissingDependencyError(
             "running models in TFLite-Micro needs the tflite-micro package: "

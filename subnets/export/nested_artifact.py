@@ -19,7 +19,7 @@ pooling; static ping-pong arena sized for the full level; no malloc) and ``manif
 Example:
     >>> import tempfile, jax, subnets
     >>> from subnets.runtime.family import Family
-    >>> from subnets.export.nested_c import nested_c
+    >>> from subnets.export.nested_artifact import nested_c
     >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     >>> fam = Family(net, net.init(jax.random.key(0)),
     ...              [{"h0": 16, "h1": 16, "h2": 16}, net.graph.full_widths()])

@@ -47,15 +47,21 @@ def test_nest_end_to_end_and_reuses_base(tmp_path):
     first = _check_run(out, [0.5, 0.25])
     assert first["base"]["loaded"] is False
     assert (out / "base" / "meta.json").is_file()
-    assert main([*args, "--score", "l1", "--order", "top_down"]) == 0
+    assert main([*args, "--score", "l1", "--order", "top_down", "--min-fraction", "0.2"]) == 0
     second = _check_run(out, [0.5, 0.25])
     assert second["base"]["loaded"] is True
+    assert second["config"]["min_fraction"] == 0.2
+    full = second["levels"][-1]["widths"]
+    for lv in second["levels"]:
+        assert all(w >= np.ceil(0.2 * full[g]) for g, w in lv["widths"].items())
     assert second["base"]["accuracy"] == pytest.approx(first["base"]["accuracy"])
 
 
 def test_nest_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["nest", "--budgets", "0.5,abc", "--out", str(tmp_path)])
+    assert main(["nest", "--min-fraction", "2", "--out", str(tmp_path), *QUICK]) == 2
+    assert "--min-fraction must be in [0, 1]" in capsys.readouterr().err
     assert main(["nest", "--model", "no-such-net", "--out", str(tmp_path), *QUICK]) == 2
     assert "no-such-net" in capsys.readouterr().err
 

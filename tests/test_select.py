@@ -15,10 +15,11 @@ def _value(scores, widths):
     return sum(np.sort(scores[g])[::-1][:w].sum() for g, w in widths.items())
 
 
-def _brute(net, scores, budget, resource, min_units):
+def _brute(net, scores, budget, resource, min_units, min_fraction=0.0):
     free = net.graph.free
     best = -1.0
-    for ws in itertools.product(*[range(min(min_units, g.size), g.size + 1) for g in free]):
+    lows = [min(max(min_units, int(np.ceil(min_fraction * g.size - 1e-9))), g.size) for g in free]
+    for ws in itertools.product(*[range(lo, g.size + 1) for lo, g in zip(lows, free, strict=True)]):
         w = dict(zip([g.name for g in free], ws, strict=True))
         c = cost.macs(net, w) if resource == "macs" else cost.params(net, w)
         if c <= budget * (1 + 1e-9):
@@ -42,17 +43,19 @@ def small_nets(draw):
 
 @settings(max_examples=25)
 @given(net=small_nets(), frac=st.floats(0.05, 1.0), seed=st.integers(0, 10**6),
-       resource=st.sampled_from(["macs", "params"]), min_units=st.integers(1, 2))
-def test_dp_objective_equals_brute_force(net, frac, seed, resource, min_units):
+       resource=st.sampled_from(["macs", "params"]), min_units=st.integers(1, 2),
+       min_fraction=st.sampled_from([0.0, 0.3, 0.5]))
+def test_dp_objective_equals_brute_force(net, frac, seed, resource, min_units, min_fraction):
     rng = np.random.default_rng(seed)
     scores = {g.name: rng.random(g.size) for g in net.graph.free}
     total = cost.macs(net) if resource == "macs" else cost.params(net)
-    best = _brute(net, scores, frac * total, resource, min_units)
+    best = _brute(net, scores, frac * total, resource, min_units, min_fraction)
+    kw = dict(resource=resource, min_units=min_units, min_fraction=min_fraction)
     if best < 0:
         with pytest.raises(ValueError, match="infeasible"):
-            select_widths(net, scores, [frac], resource=resource, min_units=min_units)
+            select_widths(net, scores, [frac], **kw)
         return
-    (w,) = select_widths(net, scores, [frac], resource=resource, min_units=min_units)
+    (w,) = select_widths(net, scores, [frac], **kw)
     got = cost.macs(net, w) if resource == "macs" else cost.params(net, w)
     assert got <= frac * total * (1 + 1e-9)
     assert _value(scores, w) == pytest.approx(best, rel=1e-9)
@@ -72,6 +75,23 @@ def test_levels_within_budget_and_nested(name, order):
         assert min(w.values()) >= 2
     for a, b in zip(levels, levels[1:], strict=False):
         assert all(a[g] <= b[g] for g in a)
+
+
+def test_min_fraction_rules_out_bottlenecks():
+    # flat scores: the additive objective is indifferent to which layer loses units, and the
+    # cheapest way to meet a small budget is a one-layer bottleneck
+    net = subnets.zoo.create("ds-cnn-s", num_classes=12)
+    scores = {g.name: np.ones(g.size) for g in net.graph.free}
+    sizes = {g.name: g.size for g in net.graph.free}
+    (free,) = select_widths(net, scores, [0.25])
+    (floored,) = select_widths(net, scores, [0.25], min_fraction=0.25)
+    assert min(free[g] / sizes[g] for g in sizes) < 0.25
+    assert all(floored[g] >= np.ceil(0.25 * sizes[g]) for g in sizes)
+    assert cost.macs(net, floored) <= 0.25 * cost.macs(net)
+    with pytest.raises(ValueError, match="min_fraction"):
+        select_widths(net, scores, [0.25], min_fraction=1.5)
+    with pytest.raises(ValueError, match="infeasible"):
+        select_widths(net, scores, [0.25], min_fraction=0.9)
 
 
 def test_independent_levels_at_least_as_good_as_nested():

@@ -55,7 +55,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="kernels: REDS' generalised DS-CNN objective (needs --score taylor)")
     p.add_argument("--cost", choices=("coupled", "full_fanin"), default="coupled",
                    help="full_fanin reproduces the reference's MAC approximation")
-    p.add_argument("--min-units", type=int, default=2)
+    p.add_argument("--min-units", type=int, default=2, help="fewest units any group keeps")
+    p.add_argument("--min-fraction", type=float, default=0.0,
+                   help="and at least this fraction of every group (e.g. 0.125 rules out "
+                        "one-layer bottlenecks)")
     p.add_argument("--distill", type=float, default=0.0,
                    help="in-place distillation weight from the full level, in [0, 1]")
     p.add_argument("--seed", type=int, default=0)
@@ -75,12 +78,15 @@ def run(args) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    if not 0.0 <= args.min_fraction <= 1.0:
+        raise ValueError(f"--min-fraction must be in [0, 1], got {args.min_fraction}")
     cfg = NestConfig(model=args.model, data=args.data, budgets=tuple(args.budgets),
                      epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                      batch_size=args.batch_size, score=args.score,
                      score_batches=max(1, args.score_batches), order=args.order,
                      resource=args.resource, objective=args.objective, cost=args.cost,
-                     min_units=args.min_units, distill=args.distill, seed=args.seed,
+                     min_units=args.min_units, min_fraction=args.min_fraction,
+                     distill=args.distill, seed=args.seed,
                      limit=args.limit, data_dir=args.data_dir)
     log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     run_pipeline(cfg, args.out, progress=not args.quiet, log=log)

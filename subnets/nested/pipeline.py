@@ -54,6 +54,7 @@ class NestConfig:
     objective: str = "units"
     cost: str = "coupled"
     min_units: int = 2
+    min_fraction: float = 0.0
     distill: float = 0.0
     seed: int = 0
     limit: int | None = None
@@ -102,7 +103,8 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
                  budgets: Sequence[float], *, order: str = "bottom_up", resource: str = "macs",
                  min_units: int = 2, objective: str = "units", cost_model: str = "coupled",
                  kernel_scores: Mapping | None = None,
-                 levels: Sequence[Mapping[str, int]] | None = None) -> Family:
+                 levels: Sequence[Mapping[str, int]] | None = None,
+                 min_fraction: float = 0.0) -> Family:
     """Permute by ``scores``, pick nested widths per budget, return the Family (full level last).
 
     Args:
@@ -111,7 +113,7 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
         scores: importance per free group (any scorer of :mod:`subnets.importance`).
         budgets: fractions (<= 1) or absolute amounts of ``resource``; sorted ascending.
         order: ``"bottom_up"`` (REDS) or ``"top_down"``; both give nested levels.
-        resource, min_units, objective: passed to ``select_widths``.
+        resource, min_units, min_fraction, objective: passed to ``select_widths``.
         cost_model: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's approximation).
         kernel_scores: per-kernel scores (unpermuted, ``[in, out]``) for ``objective="kernels"``.
         levels: fixed widths, one per budget (smallest first), instead of solving the knapsack:
@@ -131,7 +133,7 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
     if levels is None:
         levels = select_widths(net, scores, budgets, resource=resource, order=order,
                                min_units=min_units, objective=objective, cost=cost_model,
-                               kernel_scores=kernel_scores)
+                               kernel_scores=kernel_scores, min_fraction=min_fraction)
     else:
         levels = [{**full, **lv} for lv in levels]
         extra = len(levels) - len(budgets)
@@ -230,8 +232,8 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
     t = time.perf_counter()
     family = build_family(net, variables, scores, cfg.budgets, order=cfg.order,
                           resource=cfg.resource, min_units=cfg.min_units,
-                          objective=cfg.objective, cost_model=cfg.cost, kernel_scores=ks,
-                          levels=levels)
+                          min_fraction=cfg.min_fraction, objective=cfg.objective,
+                          cost_model=cfg.cost, kernel_scores=ks, levels=levels)
     timings["select_s"] = time.perf_counter() - t
     before = [accuracy(family, i, *test) for i in range(len(family))]
     t = time.perf_counter()

@@ -185,14 +185,14 @@ class ChainProblem(NamedTuple):
     CP: np.ndarray  # [R, G-1, N+1, N+1] pair costs
     K: np.ndarray  # [R] fixed costs
     sizes: np.ndarray  # [G] full widths
-    floor: np.ndarray  # [G] min_units, capped at the sizes
+    floor: np.ndarray  # [G] max(min_units, ceil(min_fraction * size)), capped at the sizes
     full: dict[str, float]  # each resource of the full network
 
 
 def chain_problem(net: Any, scores: Mapping[str, Any], *,
                   resource: str | Sequence[str] = "macs", objective: str = "units",
                   cost: str = "coupled", kernel_scores: Mapping[Path, Any] | None = None,
-                  min_units: int = 2) -> ChainProblem:
+                  min_units: int = 2, min_fraction: float = 0.0) -> ChainProblem:
     """Build the exact chain-knapsack tables that :func:`select_widths` solves.
 
     Arguments as in :func:`select_widths`; useful to hand the same problem to another solver
@@ -247,7 +247,7 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
     CP = np.stack([t.CP for t in tables])
     K = np.array([t.K for t in tables])
     sizes = np.array([graph[n].size for n in chain], np.int64)
-    floor = np.minimum(np.full(G, max(1, min_units), np.int64), sizes)
+    floor = np.minimum(_floors(sizes, min_units, min_fraction), sizes)
     full = {r: _total(net, r) for r in resources}
     return ChainProblem(chain, U, P, CU, CP, K, sizes, floor, full)
 
@@ -255,7 +255,8 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
 def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *,
                   resource: str | Sequence[str] = "macs", order: str = "bottom_up",
                   min_units: int = 2, objective: str = "units", cost: str = "coupled",
-                  kernel_scores: Mapping[Path, Any] | None = None) -> list[dict[str, int]]:
+                  kernel_scores: Mapping[Path, Any] | None = None,
+                  min_fraction: float = 0.0) -> list[dict[str, int]]:
     """Choose one width per free group for each budget, maximising kept importance.
 
     Args:
@@ -269,6 +270,10 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
             group: REDS), ``"top_down"`` (largest first, each next level <= the previous), or
             ``"independent"`` (no nesting).
         min_units: at least this many units in every group.
+        min_fraction: and at least ``ceil(min_fraction * size)`` units in every group. The
+            knapsack's objective is additive, so nearly flat scores (e.g. normalised L1 norms)
+            let it trade one layer's units for another's freely and pick alternating wide and
+            narrow layers; a floor such as 0.125 rules out such bottlenecks.
         objective: ``"units"`` (sum of kept unit scores) or ``"kernels"`` (layers named in
             ``kernel_scores`` count every kept kernel instead of their output units).
         cost: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's MAC approximation).
@@ -285,7 +290,8 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     resources = (resource,) if isinstance(resource, str) else tuple(resource)
     pb = chain_problem(net, scores, resource=resources, objective=objective, cost=cost,
-                       kernel_scores=kernel_scores, min_units=min_units)
+                       kernel_scores=kernel_scores, min_units=min_units,
+                       min_fraction=min_fraction)
     U, P, CU, CP, K, floor, full = pb.U, pb.P, pb.CU, pb.CP, pb.K, pb.floor, pb.full
     chain, sizes = pb.order, pb.sizes
 
@@ -316,6 +322,14 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
         elif order == "top_down":
             hi = np.asarray(w, np.int64)
     return [results[i] for i in range(len(budgets))]
+
+
+def _floors(sizes: np.ndarray, min_units: int, min_fraction: float) -> np.ndarray:
+    """Per group, the fewest units a level may keep (before capping at the group's size)."""
+    if not 0.0 <= float(min_fraction) <= 1.0:
+        raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+    frac = np.ceil(float(min_fraction) * sizes - 1e-9).astype(np.int64)
+    return np.maximum(np.maximum(frac, max(1, int(min_units))), 1)
 
 
 def _total(net: Any, resource: str) -> float:

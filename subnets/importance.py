@@ -152,25 +152,65 @@ def taylor(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
     return from_saliency(net.graph, variables, saliency(net, variables, batches, loss_fn=loss_fn))
 
 
-def l1(variables: Mapping, graph: ChannelGraph) -> Scores:
+def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> Scores:
     """L1 norm of each channel's incoming kernel weights (the REDS "L1 order" baseline).
 
     Raw norms; pass them through :func:`normalize` before a knapsack across layers (the
     ``nest`` pipeline does).
 
+    A BatchNorm that follows a layer divides out the scale of its kernel, so under BatchNorm the
+    raw L1 norm says little about a channel (training moves it freely). ``fold_norm=True`` scores
+    the kernel as deployed instead, with the eval-mode BatchNorm folded in: each incoming kernel
+    is multiplied per channel by ``|scale| / sqrt(var + eps)`` of the first BatchNorm (a
+    ``scale`` with running ``var`` in the group) listed after it in its group, before the next
+    incoming kernel. Every zoo model lists a layer's own norm right after its kernel and bias;
+    in a pre-activation residual stream that is the next block's input norm. Kernels with no
+    BatchNorm after them (or GroupNorm/InstanceNorm, which cannot be folded) stay raw.
+
     Example:
         >>> import jax, subnets
         >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
-        >>> l1(net.init(jax.random.key(0)), net.graph)["h0"].shape
+        >>> v = net.init(jax.random.key(0))
+        >>> l1(v, net.graph)["h0"].shape
         (144,)
+        >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,), norm="batch")
+        >>> v = net.init(jax.random.key(0))
+        >>> v["params"]["norm0"]["scale"] = v["params"]["norm0"]["scale"].at[3].set(0.0)
+        >>> float(l1(v, net.graph, fold_norm=True)["h0"][3]), bool(l1(v, net.graph)["h0"][3] > 0)
+        (0.0, True)
 
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 4; Li et al., Pruning Filters for
-        Efficient ConvNets (ICLR 2017).
+        Efficient ConvNets (ICLR 2017); Liu et al., Network Slimming (ICCV 2017) for
+        BatchNorm scales as channel importance.
     """
     absolute = {"params": jax.tree.map(lambda a: np.abs(np.asarray(a, np.float64)),
                                        variables["params"])}
-    return _group_scores(graph, variables, absolute, kernels_only=True)
+    if not fold_norm:
+        return _group_scores(graph, variables, absolute, kernels_only=True)
+    from subnets.zoo.common import NORM_EPS
+
+    out = {}
+    for g in graph.free:
+        incoming = [m for m in incoming_members(graph, g, variables) if m.path[-1] == "kernel"]
+        paths = {m.path for m in g.members}
+        total = np.zeros(g.size, np.float64)
+        for m in incoming:
+            score = _reduce(np.asarray(get_path(absolute, m.path), np.float64), m, g.size)
+            after = g.members[g.members.index(m) + 1:]
+            for n in after:
+                if n in incoming:
+                    break
+                var = ("batch_stats", *n.path[1:-1], "var")
+                if n.path[0] == "params" and n.path[-1] == "scale" and var in paths:
+                    gain = (np.abs(np.asarray(get_path(variables, n.path), np.float64))
+                            / np.sqrt(np.asarray(get_path(variables, var), np.float64)
+                                      + NORM_EPS))
+                    score = score * gain.reshape(-1)
+                    break
+            total += score
+        out[g.name] = total
+    return out
 
 
 def normalize(scores: Mapping[str, Any]) -> Scores:

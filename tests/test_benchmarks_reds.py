@@ -23,10 +23,11 @@ def test_reds_quick(tmp_path):
     png = tmp_path / "reds.png"
     out = _run("reds.py", "--out", str(png))
     assert out["benchmark"] == "reds" and out["quick"] is True
-    assert set(out["results"]) == {"taylor", "l1", "random", "l1_knapsack", "taylor_top_down",
-                                   "scratch"}
+    assert set(out["results"]) == {"taylor", "l1", "l1_bn", "random", "l1_knapsack",
+                                   "taylor_top_down", "scratch"}
+    assert isinstance(out["taylor_ge_l1_bn_ge_random_at_smallest"], bool)
     # the order ablation runs at exactly the widths REDS chose
-    for name in ("l1", "random", "scratch"):
+    for name in ("l1", "l1_bn", "random", "scratch"):
         assert [lv["widths"] for lv in out["results"][name]] == \
             [lv["widths"] for lv in out["results"]["taylor"]], name
     for name, levels in out["results"].items():

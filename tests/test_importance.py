@@ -194,3 +194,43 @@ def test_pipeline_l1_scores_are_normalized():
     for g in raw:
         assert s[g].mean() == pytest.approx(1.0)
         np.testing.assert_allclose(s[g] * raw[g].mean(), raw[g], rtol=1e-9)
+
+
+def test_l1_fold_norm_scores_the_deployed_kernel():
+    # with eval-mode BatchNorm folded in, the kernel that runs is w * |scale| / sqrt(var + eps)
+    from subnets.zoo.common import NORM_EPS
+
+    net, v, _, _ = _model("ds-cnn-s")
+    rng = np.random.default_rng(0)
+    p, bs = v["params"], v["batch_stats"]
+    for name in ("stem_norm", "dw0_norm", "pw3_norm"):
+        c = p[name]["scale"].shape[0]
+        v = set_paths(v, {("params", name, "scale"): rng.normal(size=c).astype(np.float32),
+                          ("batch_stats", name, "var"): rng.uniform(0.1, 4, c)
+                          .astype(np.float32)})
+    p, bs = v["params"], v["batch_stats"]
+
+    def folded(layer, norm):
+        gain = np.abs(p[norm]["scale"]) / np.sqrt(bs[norm]["var"] + NORM_EPS)
+        return np.abs(p[layer]["kernel"]).sum(axis=(0, 1, 2)) * gain
+
+    s = importance.l1(v, net.graph, fold_norm=True)
+    np.testing.assert_allclose(s["g4"], folded("pw3", "pw3_norm"), rtol=1e-5)
+    np.testing.assert_allclose(s["g0"], folded("stem", "stem_norm") + folded("dw0", "dw0_norm"),
+                               rtol=1e-5)
+    # invariant to the kernel's scale, which the BatchNorm divides out (after re-estimating var)
+    scaled = set_paths(v, {("params", "pw3", "kernel"): 3.0 * p["pw3"]["kernel"],
+                           ("batch_stats", "pw3_norm", "var"): 9.0 * bs["pw3_norm"]["var"]})
+    np.testing.assert_allclose(importance.l1(scaled, net.graph, fold_norm=True)["g4"], s["g4"],
+                               rtol=1e-3)
+    assert not np.allclose(importance.l1(scaled, net.graph)["g4"],
+                           importance.l1(v, net.graph)["g4"])
+
+
+def test_l1_fold_norm_without_batch_norm_is_raw():
+    for norm in ("none", "instance"):
+        net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=(16, 10, 1), norm=norm)
+        v = net.init(jax.random.key(1))
+        folded, raw = importance.l1(v, net.graph, fold_norm=True), importance.l1(v, net.graph)
+        for g in raw:
+            np.testing.assert_array_equal(folded[g], raw[g])

@@ -44,8 +44,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="base training epochs")
     p.add_argument("--finetune-epochs", type=int, default=10, help="joint fine-tuning epochs")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--score", choices=("taylor", "l1", "random"), default="taylor",
-                   help="channel importance (default taylor: sum |w*g|)")
+    p.add_argument("--score", choices=("taylor", "l1", "l1_bn", "random"), default="taylor",
+                   help="channel importance (default taylor: sum |w*g|; l1_bn: L1 of the "
+                        "kernel with its BatchNorm folded in)")
     p.add_argument("--score-batches", type=int, default=100,
                    help="batches whose gradients the Taylor score sums")
     p.add_argument("--order", choices=("bottom_up", "top_down"), default="bottom_up",

@@ -34,7 +34,7 @@ from subnets._plot import figure
 from subnets.runtime.family import Family
 from subnets.transforms import permute
 
-SCORERS = ("taylor", "l1", "random")
+SCORERS = ("taylor", "l1", "l1_bn", "random")
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,10 @@ def score_channels(net: Any, variables: Mapping, method: str, x: np.ndarray, y: 
     """
     from subnets.data import batches
 
-    if method == "l1":
+    if method in ("l1", "l1_bn"):
         # Per-group mean 1: raw weight norms are not comparable across layers (see normalize).
-        return importance.normalize(importance.l1(variables, net.graph)), None
+        scores = importance.l1(variables, net.graph, fold_norm=method == "l1_bn")
+        return importance.normalize(scores), None
     if method == "random":
         return importance.random(net.graph, key=key), None
     if method != "taylor":

@@ -3,13 +3,17 @@ the number of compilations of each, and inference time at width 0.25 vs 1.0 (sli
 
 The vmapped step is measured twice: with activation masks (the default: weights shared, the
 level axis folds into the batch) and with weight masks (every level gets its own masked
-kernels, so convolutions run with a batched kernel).
+kernels, so convolutions run with a batched kernel). ``unrolled`` is the same single jitted step
+with ``LCSConfig(levels="unroll")``: the program holds the 4 levels one after another, each over
+the batch alone. On a CPU, XLA's per-example throughput falls as the batch grows, and vmapping 4
+levels makes the batch 4x larger.
 
 Usage:
     python benchmarks/lcs_throughput.py [--quick] [--model cpreresnet20] [--input 28,28,1]
 
 Prints one JSON object as its last line (fields include ``compilations``,
-``examples_per_s_vmapped``, ``examples_per_s_loop`` and ``inference``).
+``examples_per_s_vmapped``, ``examples_per_s_unrolled``, ``examples_per_s_loop`` and
+``inference``).
 
 References:
     Nunez et al., LCS (arXiv:2110.04252), Table 2 (3.13 -> 1.28 ms for 33.7 -> 2.2 MMACs).
@@ -110,9 +114,12 @@ def _train_throughput(net, s, tx, cfg, x, y, batch, steps, out):
     vstep = subspace.make_train_step(net, tx, cfg, total_steps=100)
     wcfg = dataclasses.replace(cfg, mask="weights")
     wstep = subspace.make_train_step(net, tx, wcfg, total_steps=100)
+    mstep = subspace.make_train_step(net, tx, dataclasses.replace(cfg, levels="unroll"),
+                                     total_steps=100)
     lstep, traces = _loop_step(net, tx, cfg, 100)
     variants = (("vmapped", lambda st, xb, yb, k: vstep(st, xb, yb, k)[0]),
                 ("vmapped_weight_masks", lambda st, xb, yb, k: wstep(st, xb, yb, k)[0]),
+                ("unrolled", lambda st, xb, yb, k: mstep(st, xb, yb, k)[0]),
                 ("loop", lstep))
     for name, fn in variants:
         state = subspace.init_state(s, tx)
@@ -125,9 +132,10 @@ def _train_throughput(net, s, tx, cfg, x, y, batch, steps, out):
         jax.block_until_ready(state)
         out[f"examples_per_s_{name}"] = round(batch * steps / (time.perf_counter() - t), 2)
     out["compilations"] = {"vmapped": vstep.traces, "vmapped_weight_masks": wstep.traces,
-                           "loop": traces["grad"] + traces["update"]}
-    out["speedup_vmapped_over_loop"] = round(out["examples_per_s_vmapped"]
-                                             / out["examples_per_s_loop"], 3)
+                           "unrolled": mstep.traces, "loop": traces["grad"] + traces["update"]}
+    for name in ("vmapped", "unrolled"):
+        out[f"speedup_{name}_over_loop"] = round(out[f"examples_per_s_{name}"]
+                                                 / out["examples_per_s_loop"], 3)
 
 
 def _inference(net, s, shape, rng, repeats, out):

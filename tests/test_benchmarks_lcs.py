@@ -28,8 +28,10 @@ def run_quick(script: str, *extra: str) -> dict:
 def test_lcs_throughput_quick():
     out = run_quick("lcs_throughput.py")
     assert out["compilations"]["vmapped"] == 1  # all 4 levels, every step, one program
+    assert out["compilations"]["unrolled"] == 1
     assert out["compilations"]["loop"] == 2  # one per-level gradient + one update
     assert out["examples_per_s_vmapped"] > 0 and out["examples_per_s_loop"] > 0
+    assert out["examples_per_s_unrolled"] > 0
     inf = out["inference"]
     assert inf["0.25"]["macs"] < inf["1.0"]["macs"]
     assert 0 < out["inference_ratio"]["macs"] < 1

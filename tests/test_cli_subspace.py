@@ -19,7 +19,8 @@ def test_cli_trains_saves_reports_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["subspace", "--model", "dnn-s", "--data", "fashion_mnist", "--compression",
             "unstructured", "--kind", "line", "--norm", "none", "--out", str(out),
-            "--epochs", "1", "--batch-size", "32", "--limit", "64", "--quiet"]
+            "--epochs", "1", "--batch-size", "32", "--limit", "64", "--levels", "unroll",
+            "--quiet"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "line" and report["train_examples"] == 64

@@ -251,3 +251,30 @@ def test_activation_masks_train_exactly_like_weight_masks():
                  a.subspace.base, b.subspace.base)
     # The running statistics were updated (merged over the levels each channel was live in).
     assert np.any(np.asarray(a.subspace.base["batch_stats"]["norm0"]["mean"]) != 0)
+
+
+@pytest.mark.parametrize("compression", ["structured", "quantized"])
+def test_levels_unroll_trains_exactly_like_vmap(compression):
+    # unrolled, the program runs the same levels one after another: same losses and updates
+    norm = "batch" if compression == "structured" else "none"
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,), norm=norm)
+    x, y = toy_data(32)
+    s = subspace.init_point(net, key=jax.random.key(0), compression=compression)
+    tx = subspace.default_optimizer(10, lr=0.05)
+    runs = {}
+    for levels in ("vmap", "unroll"):
+        cfg = subspace.LCSConfig(4, "sandwich" if compression == "structured" else "uniform",
+                                 levels=levels, warmup=0.0)
+        step = subspace.make_train_step(net, tx, cfg, total_steps=10)
+        st = subspace.init_state(s, tx)
+        for i in range(3):
+            st, m = step(st, x, y, jax.random.key(i))
+        assert step.traces == 1
+        runs[levels] = (st, m)
+    (a, ma), (b, mb) = runs["vmap"], runs["unroll"]
+    np.testing.assert_allclose(ma["alphas"], mb["alphas"])
+    np.testing.assert_allclose(ma["losses"], mb["losses"], rtol=1e-5)
+    jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-6),
+                 a.subspace.base, b.subspace.base)
+    with pytest.raises(ValueError, match="levels"):
+        subspace.LCSConfig(levels="map")

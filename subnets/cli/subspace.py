@@ -39,6 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.8,
                    help="fraction of steps in the compression warm-up (default 0.8)")
     p.add_argument("--beta", type=float, default=1.0, help="cos^2 regulariser weight (lines)")
+    p.add_argument("--levels", choices=("vmap", "unroll"), default="vmap",
+                   help="how a step evaluates its sampled levels (one compilation either way; "
+                        "unroll is faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh even if OUT/checkpoint exists")
@@ -72,7 +75,8 @@ def run(args) -> int:
     init = subspace.init_line if args.kind == "line" else subspace.init_point
     s = init(net, key=init_key, compression=args.compression)
     cfg = subspace.default_config(args.compression)
-    cfg = subspace.LCSConfig(cfg.samples, cfg.sampling, beta=args.beta, warmup=args.warmup)
+    cfg = subspace.LCSConfig(cfg.samples, cfg.sampling, beta=args.beta, warmup=args.warmup,
+                             levels=args.levels)
     lr = args.lr if args.lr is not None else (0.025 if args.compression == "quantized" else 0.1)
     s = subspace.fit(net, s, x, y, epochs=args.epochs, batch_size=args.batch_size,
                      key=train_key, config=cfg, lr=lr, warmup_epochs=args.lr_warmup_epochs,

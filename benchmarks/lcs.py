@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -92,6 +93,9 @@ def main(argv=None) -> dict:
     p.add_argument("--methods", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     p.add_argument("--downsample", type=int, default=1,
                    help="average-pool images by this factor (2: 28x28 -> 14x14, 4x fewer MACs)")
+    p.add_argument("--levels", choices=("vmap", "unroll"), default="vmap",
+                   help="how each step evaluates its levels (same result; unroll is faster "
+                        "on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="lcs.png", help="PNG path for the accuracy curves")
     a = p.parse_args(argv)
@@ -110,6 +114,7 @@ def main(argv=None) -> dict:
     results = {}
     for i, method in enumerate(methods):
         comp, kind, norm, cfg = _spec(method, lcs_norm)
+        cfg = dataclasses.replace(cfg, levels=a.levels)
         if model.startswith("dnn") and norm != "batch":
             norm = "none"
         if kind == "line" and comp == "structured" and norm == "none":
@@ -147,7 +152,7 @@ def main(argv=None) -> dict:
     out = {"model": model, "data": a.data, "input_shape": list(x.shape[1:]),
            "train_examples": len(x), "test_examples": len(xt),
            "epochs": epochs, "batch_size": batch, "optimizer": a.optimizer, "lr": a.lr,
-           "seed": a.seed,
+           "seed": a.seed, "levels": a.levels,
            "methods": results}
     if "lcs_p" in results:
         lp = results["lcs_p"]["accuracy"]

@@ -41,8 +41,9 @@ def test_lcs_throughput_quick():
                     reason="Fashion-MNIST IDX files not installed")
 def test_lcs_quick(tmp_path):
     png = tmp_path / "lcs.png"
-    out = run_quick("lcs.py", "--out", str(png))
+    out = run_quick("lcs.py", "--out", str(png), "--levels", "unroll")
     assert png.stat().st_size > 1000
+    assert out["levels"] == "unroll"
     methods = out["methods"]
     assert set(methods) == {"lcs_p", "lcs_l", "sandwich_bn", "discrete", "unstructured_p",
                             "quantized_p"}

@@ -114,12 +114,12 @@ def _train_throughput(net, s, tx, cfg, x, y, batch, steps, out):
     vstep = subspace.make_train_step(net, tx, cfg, total_steps=100)
     wcfg = dataclasses.replace(cfg, mask="weights")
     wstep = subspace.make_train_step(net, tx, wcfg, total_steps=100)
-    mstep = subspace.make_train_step(net, tx, dataclasses.replace(cfg, levels="unroll"),
+    ustep = subspace.make_train_step(net, tx, dataclasses.replace(cfg, levels="unroll"),
                                      total_steps=100)
     lstep, traces = _loop_step(net, tx, cfg, 100)
     variants = (("vmapped", lambda st, xb, yb, k: vstep(st, xb, yb, k)[0]),
                 ("vmapped_weight_masks", lambda st, xb, yb, k: wstep(st, xb, yb, k)[0]),
-                ("unrolled", lambda st, xb, yb, k: mstep(st, xb, yb, k)[0]),
+                ("unrolled", lambda st, xb, yb, k: ustep(st, xb, yb, k)[0]),
                 ("loop", lstep))
     for name, fn in variants:
         state = subspace.init_state(s, tx)
@@ -132,7 +132,7 @@ def _train_throughput(net, s, tx, cfg, x, y, batch, steps, out):
         jax.block_until_ready(state)
         out[f"examples_per_s_{name}"] = round(batch * steps / (time.perf_counter() - t), 2)
     out["compilations"] = {"vmapped": vstep.traces, "vmapped_weight_masks": wstep.traces,
-                           "unrolled": mstep.traces, "loop": traces["grad"] + traces["update"]}
+                           "unrolled": ustep.traces, "loop": traces["grad"] + traces["update"]}
     for name in ("vmapped", "unrolled"):
         out[f"speedup_{name}_over_loop"] = round(out[f"examples_per_s_{name}"]
                                                  / out["examples_per_s_loop"], 3)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("benchmarks/nested_c.py needs a host gcc")
 
     from subnets import importance, zoo
-    from subnets.export.nested_artifact import nested_c
+    from subnets.export import nested_c
     from subnets.nested.pipeline import build_family
 
     shape = args.input_shape or ("25,10,1" if args.quick else None)

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets.graph import ChannelGraph, Group, Member, Path, get_path
+from subnets.graph import ChannelGraph, Group, Member, Path, get_path, set_paths
 
 Scores = dict[str, np.ndarray]
 
@@ -186,19 +186,21 @@ def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> S
     """
     absolute = {"params": jax.tree.map(lambda a: np.abs(np.asarray(a, np.float64)),
                                        variables["params"])}
-    if not fold_norm:
-        return _group_scores(graph, variables, absolute, kernels_only=True)
+    if fold_norm:
+        absolute = _fold_batch_norms(graph, variables, absolute)
+    return _group_scores(graph, variables, absolute, kernels_only=True)
+
+
+def _fold_batch_norms(graph: ChannelGraph, variables: Mapping, absolute: Mapping) -> dict:
+    """``absolute`` with every incoming kernel scaled by the gain of the BatchNorm after it."""
     from subnets.zoo.common import NORM_EPS
 
-    out = {}
+    updates = {}
     for g in graph.free:
         incoming = [m for m in incoming_members(graph, g, variables) if m.path[-1] == "kernel"]
         paths = {m.path for m in g.members}
-        total = np.zeros(g.size, np.float64)
         for m in incoming:
-            score = _reduce(np.asarray(get_path(absolute, m.path), np.float64), m, g.size)
-            after = g.members[g.members.index(m) + 1:]
-            for n in after:
+            for n in g.members[g.members.index(m) + 1:]:
                 if n in incoming:
                     break
                 var = ("batch_stats", *n.path[1:-1], "var")
@@ -206,11 +208,10 @@ def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> S
                     gain = (np.abs(np.asarray(get_path(variables, n.path), np.float64))
                             / np.sqrt(np.asarray(get_path(variables, var), np.float64)
                                       + NORM_EPS))
-                    score = score * gain.reshape(-1)
+                    # an incoming kernel's channel axis is its last
+                    updates[m.path] = get_path(absolute, m.path) * gain.reshape(-1)
                     break
-            total += score
-        out[g.name] = total
-    return out
+    return set_paths(absolute, updates)
 
 
 def normalize(scores: Mapping[str, Any]) -> Scores:

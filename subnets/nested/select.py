@@ -329,7 +329,7 @@ def _floors(sizes: np.ndarray, min_units: int, min_fraction: float) -> np.ndarra
     if not 0.0 <= float(min_fraction) <= 1.0:
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
     frac = np.ceil(float(min_fraction) * sizes - 1e-9).astype(np.int64)
-    return np.maximum(np.maximum(frac, max(1, int(min_units))), 1)
+    return np.maximum(frac, max(1, int(min_units)))
 
 
 def _total(net: Any, resource: str) -> float:

@@ -199,7 +199,7 @@ def make_loss(net: Any, config: LCSConfig, total_steps: int):
 
     def loss(tr, sub, alphas, x, y, step):
         if config.levels == "unroll":
-            outs = [level_loss(tr, sub, alphas[i], x, y, step) for i in range(config.n)]
+            outs = [level_loss(tr, sub, a, x, y, step) for a in alphas]
             losses, (stats, active, seen) = jax.tree.map(lambda *a: jnp.stack(a), *outs)
         else:
             losses, (stats, active, seen) = jax.vmap(

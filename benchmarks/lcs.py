@@ -28,6 +28,7 @@ import optax
 
 import subnets
 from subnets import subspace
+from subnets.data import announce
 from subnets.data.train_test import load_train_test
 from subnets.subspace import baselines
 
@@ -80,7 +81,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model and data")
     p.add_argument("--model", default=None, help="zoo model (default cpreresnet20)")
-    p.add_argument("--data", default="fashion_mnist")
+    p.add_argument("--data", default="default")
     p.add_argument("--limit", type=int, default=None, help="training examples (default 6000)")
     p.add_argument("--test-limit", type=int, default=None, help="test examples (default 2000)")
     p.add_argument("--epochs", type=int, default=None)
@@ -99,6 +100,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="lcs.png", help="PNG path for the accuracy curves")
     a = p.parse_args(argv)
+    a.data = announce(a.data)
     model = a.model or ("dnn-s" if a.quick else "cpreresnet20")
     limit = a.limit or (256 if a.quick else 6000)
     test_limit = a.test_limit or (256 if a.quick else 2000)

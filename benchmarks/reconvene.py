@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from subnets import train, zoo  # noqa: E402
+from subnets.data import announce
 from subnets.pruning.masked import apply_masks, masked  # noqa: E402
 from subnets.pruning.pai import prune_at_init  # noqa: E402
 from subnets.pruning.pipeline import level_metrics  # noqa: E402
@@ -90,12 +91,13 @@ def one(method, net, v0, x, y, xt, yt, density, score, args, key) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="ds-cnn-s,cpreresnet20")
-    p.add_argument("--data", default="fashion_mnist")
+    p.add_argument("--data", default="default")
     p.add_argument("--densities", default="0.1,0.05")
     p.add_argument("--score", default="magnitude", help="PaI score (Reconvene's default)")
     p.add_argument("--lr", type=float, default=3e-3)
     add_run_flags(p, limit=3000, repeats=20)
     args = p.parse_args(argv)
+    args.data = announce(args.data)
     if args.quick:
         args.models, args.data, args.densities = "dnn-s", "digits", "0.1"
         args.limit, args.repeats, args.batch_size, args.lr = 384, 3, 64, 1e-2

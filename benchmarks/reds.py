@@ -35,6 +35,8 @@ import time
 
 import jax
 
+from subnets.data import announce
+
 REFERENCE = {"macs_fraction": [1.0, 0.75, 0.5, 0.25], "accuracy": [91.60, 91.51, 90.75, 89.22]}
 VARIANTS = ("taylor", "l1", "l1_bn", "random", "l1_knapsack", "l1_bn_knapsack",
             "random_knapsack", "taylor_top_down", "scratch")
@@ -49,7 +51,7 @@ def _parse(argv):
                    help="smoke run: 512 examples, 1 epoch, budgets 0.25,0.5, dnn-s unless "
                         "--model is given")
     p.add_argument("--model", default=None, help="zoo model (default ds-cnn-s)")
-    p.add_argument("--data", default="fashion_mnist")
+    p.add_argument("--data", default="default")
     p.add_argument("--budgets", default="0.25,0.5,0.75")
     p.add_argument("--train-limit", type=int, default=None, help="first N training examples")
     p.add_argument("--test-limit", type=int, default=None, help="first N test examples")
@@ -62,6 +64,7 @@ def _parse(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="PNG path for the accuracy-vs-MACs plot")
     args = p.parse_args(argv)
+    args.data = announce(args.data)
     if args.quick:
         args.model = args.model or "dnn-s"
         args.train_limit = min(args.train_limit or 512, 512)

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._common import add_run_flags, load_limited  # noqa: E402
 from benchmarks._timing import latency_ms  # noqa: E402
 from subnets import io, zoo  # noqa: E402
+from subnets.data import announce
 from subnets.pruning.masked import apply_masks  # noqa: E402
 from subnets.pruning.pipeline import PruneConfig, level_metrics, sparse_levels  # noqa: E402
 from subnets.runtime import Portfolio  # noqa: E402
@@ -96,13 +97,14 @@ def switching(net, removed: dict, dense: dict, widths: dict, folder: str, repeat
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg16")
-    p.add_argument("--data", default="fashion_mnist")
+    p.add_argument("--data", default="default")
     p.add_argument("--levels", type=int, default=5)
     p.add_argument("--fraction", type=float, default=0.5,
                    help="share of remaining weights pruned per level (OpenLTH: 0.2; larger "
                         "reaches high compression in fewer levels)")
     add_run_flags(p, limit=4000, repeats=30, out_help="PNG path for the size/latency curves")
     args = p.parse_args(argv)
+    args.data = announce(args.data)
     if args.quick:
         args.model, args.data, args.levels, args.epochs = "dnn-s", "digits", 1, 1
         args.limit, args.repeats, args.batch_size = 384, 5, 64

@@ -49,3 +49,25 @@ def zoo_nets():
         x = np.asarray(jax.random.normal(jax.random.key(200 + i), (3,) + net.input_shape))
         nets[name] = (net, v, x)
     return nets
+
+
+@pytest.fixture(scope="session")
+def _fashion_mnist_copy(tmp_path_factory):
+    """A small Fashion-MNIST-format copy (gzipped IDX, both splits) made of real MNIST digits."""
+    from subnets.data import idx, load
+
+    d = tmp_path_factory.mktemp("fashion-mnist")
+    for split, prefix, n in (("train", "train", 800), ("test", "t10k", 200)):
+        x, y = load("mnist5k", split)
+        idx.write_idx(d / f"{prefix}-images-idx3-ubyte.gz",
+                      np.round(x[:n, :, :, 0] * 255).astype(np.uint8))
+        idx.write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", y[:n].astype(np.uint8))
+    return str(d)
+
+
+@pytest.fixture
+def fashion_mnist(_fashion_mnist_copy, monkeypatch):
+    """Point ``fashion_mnist`` (and subprocesses) at the small copy: tests mean the same with
+    and without Debian's dataset-fashion-mnist."""
+    monkeypatch.setenv("SUBNETS_FASHION_MNIST_DIR", _fashion_mnist_copy)
+    return _fashion_mnist_copy

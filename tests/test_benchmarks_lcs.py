@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,9 +35,7 @@ def test_lcs_throughput_quick():
     assert 0 < out["inference_ratio"]["macs"] < 1
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                    reason="Fashion-MNIST IDX files not installed")
-def test_lcs_quick(tmp_path):
+def test_lcs_quick(tmp_path, fashion_mnist):
     png = tmp_path / "lcs.png"
     out = run_quick("lcs.py", "--out", str(png), "--levels", "unroll")
     assert png.stat().st_size > 1000

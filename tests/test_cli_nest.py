@@ -67,7 +67,7 @@ def test_nest_bad_input(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_nest_ds_cnn_fashion_mnist(tmp_path):
+def test_nest_ds_cnn_fashion_mnist(tmp_path, fashion_mnist):
     out = tmp_path / "run"
     assert main(["nest", "--model", "ds-cnn-s", "--data", "fashion_mnist", "--budgets",
                  "0.25,0.5,0.75", "--out", str(out), *QUICK]) == 0

@@ -10,9 +10,7 @@ import pytest
 from subnets import subspace
 from subnets.cli import main
 
-pytestmark = pytest.mark.skipif(
-    not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"),
-    reason="Fashion-MNIST IDX files not installed (apt-get install dataset-fashion-mnist)")
+pytestmark = pytest.mark.usefixtures("fashion_mnist")
 
 
 def test_cli_trains_saves_reports_and_resumes(tmp_path, capsys):

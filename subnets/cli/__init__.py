@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if getattr(args, "data", None) == "default":
+            from subnets.data import announce
+
+            args.data = announce(data_dir=getattr(args, "data_dir", None))
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"subnets {args.command}: error: {e}", file=sys.stderr)

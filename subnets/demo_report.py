@@ -1,0 +1,195 @@
+"""The demo's outputs: one accuracy-vs-MACs plot of every method, ``report.md``, and the host
+build and run of the nested C artifact.
+
+Example:
+    >>> from subnets.demo_report import method_points
+    >>> pts = method_points({"reds": {"levels": [{"macs": 10, "accuracy": 0.5}]}})
+    >>> pts["REDS family"]
+    [(10, 0.5)]
+
+References:
+    Corti et al., REDS (arXiv:2311.13349), Fig. 4 (accuracy against MACs per level).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABELS = {"reds": "REDS family", "lcs": "LCS point (any width)", "imp": "IMP + removal",
+          "reconvene": "Reconvene"}
+
+
+def method_points(metrics: Mapping) -> dict[str, list[tuple[int, float]]]:
+    """``{label: [(macs, accuracy), ...]}`` for every method present in ``metrics``."""
+    out = {}
+    for key, label in LABELS.items():
+        if key in metrics:
+            out[label] = [(int(lv["macs"]), float(lv["accuracy"]))
+                          for lv in metrics[key]["levels"]]
+    return out
+
+
+def plot(metrics: Mapping, path: str | os.PathLike) -> None:
+    """Every method's accuracy against true MACs on one figure, the base model as a star."""
+    from subnets._plot import figure
+
+    cfg = metrics["config"]
+    with figure(path, xlabel="true MACs per example (millions)", ylabel="test accuracy (%)",
+                title=f"{cfg['model']} on {cfg['data']}", figsize=(6.5, 4.2)) as ax:
+        for (label, pts), marker in zip(method_points(metrics).items(), "osd^", strict=False):
+            pts = sorted(pts)
+            ax.plot([m / 1e6 for m, _ in pts], [100 * a for _, a in pts], marker + "-",
+                    label=label, alpha=0.85)
+        if "base" in metrics:
+            b = metrics["base"]
+            ax.plot([b["macs"] / 1e6], [100 * b["accuracy"]], "k*", markersize=12,
+                    label="base model")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def write_report(metrics: Mapping, out: Path) -> Path:
+    """``out/report.md``: what ran, the tables, the plot and the commands to reproduce it."""
+    cfg, sec = metrics["config"], metrics["seconds"]
+    quick = " --quick" if cfg.get("quick") else ""
+    parts = [f"# subnets demo: {cfg['model']} on {cfg['data']}", "",
+             f"Total {sec['total']:.0f} s on this machine. Reproduce with "
+             f"`subnets demo{quick} --out {out}` (finished steps are reused; `--force` redoes "
+             "them).", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
+    b = metrics["base"]
+    parts += ["## Base model", "", f"{b['train_examples']} training / {b['test_examples']} test "
+              f"examples; test accuracy {_pct(b['accuracy'])}, {b['macs']:,} MACs, "
+              f"{b['params']:,} parameters ({sec.get('base', 0):.0f} s).", ""]
+    r = metrics["reds"]
+    parts += ["## REDS: a nested family (one weight set, every level a prefix)", "",
+              _table(["level", "budget", "MACs", "of full", "params", "accuracy",
+                      "before fine-tuning"],
+                     [[lv["level"], lv.get("budget", 1.0), f"{lv['macs']:,}",
+                       _pct(lv["macs_fraction"]), f"{lv['params']:,}", _pct(lv["accuracy"]),
+                       _pct(lv["accuracy_before_finetune"])] for lv in r["levels"]]), "",
+              f"Family in memory {r['family']['memory_bytes']:,} B vs "
+              f"{r['family']['separate_bytes']:,} B as separate models; one switch takes "
+              f"{1e6 * r['switch_seconds']:.1f} us (median of 200). "
+              f"`subnets nest --model {cfg['model']} --data {cfg['data']}`", ""]
+    lc = metrics["lcs"]
+    lo, hi = lc["trained_range"]
+    parts += ["## LCS: a point subspace, evaluated at widths chosen after training", "",
+              _table(["width", "MACs", "of full", "accuracy"],
+                     [[lv["width"], f"{lv['macs']:,}", _pct(lv["macs_fraction"]),
+                       _pct(lv["accuracy"])] for lv in lc["levels"]]), "",
+              f"Trained on widths drawn from [{lo}, {hi}]; no norm recalibration. "
+              f"`subnets subspace --model {cfg['model']} --data {cfg['data']} "
+              "--compression structured --kind point`", ""]
+    for key, title, cmd in (("imp", "DNNShifter: IMP with rewinding, dead structure removed",
+                             "--method imp"),
+                            ("reconvene", "Reconvene: pruned at initialisation, resilient "
+                             "layers made small", "--method reconvene")):
+        rows = [[lv["name"], _pct(lv["density"]), f"{lv['params_nonzero']:,}",
+                 f"{lv['params_after']:,}", f"{lv['macs']:,}", _pct(lv["accuracy"]),
+                 "yes" if lv["removal_exact"] else "NO"] for lv in metrics[key]["levels"]]
+        parts += [f"## {title}", "", _table(["model", "density", "non-zero params",
+                                             "params after removal", "MACs", "accuracy",
+                                             "removal exact"], rows), "",
+                  f"`subnets prune {cmd} --model {cfg['model']} --data {cfg['data']}`", ""]
+    t = metrics["tflite"]
+    parts += [f"## int8 TFLite per level, checked in the TFLite-Micro interpreter "
+              f"({t['board']})", "",
+              _table(["level", "flash B", "arena B", "fits", "TFLM accuracy",
+                      "agreement with JAX"],
+                     [[i, f"{e['flash_bytes']:,}", f"{e['arena_bytes']:,}",
+                       "yes" if e["fits"] else "no", _pct(e.get("accuracy_tflm", float("nan"))),
+                       _pct(e.get("agreement", float("nan")))]
+                      for i, e in enumerate(t["levels"])]), "",
+              "Problems: " + ("; ".join(t["problems"]) or "none") + ".", "",
+              f"`subnets export {out} --formats tflite --board {cfg['board']}`", ""]
+    n = metrics["nested_c"]
+    parts += ["## One nested C artifact (levels share their weights)", ""]
+    if n.get("built"):
+        parts += [f"Built with `{n['compiler']}` and run on {n['examples']} test examples at "
+                  f"every level: classes agree with JAX on {_pct(n['class_agreement'])}, "
+                  f"max |logit difference| {n['max_abs_diff']:.2e}. Weights "
+                  f"{n['weight_bytes']:,} B stored once vs {n['separate_bytes']:,} B as "
+                  "separate models.", ""]
+    else:
+        parts += [f"Not built: {n.get('reason', 'no host compiler')}.", ""]
+    parts += ["## Time per step", "",
+              _table(["step", "seconds"], [[k, f"{v:.1f}"] for k, v in sec.items()]), ""]
+    path = out / "report.md"
+    tmp = out / ".report.md.tmp"
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path
+
+
+_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "NAME.h"
+/* prog input.bin output.bin n: runs the n examples at every level, writes the logits */
+int main(int argc, char **argv) {
+  if (argc != 4) return 2;
+  int n = atoi(argv[3]);
+  float *x = malloc(sizeof(float) * UP_INPUT_SIZE * (size_t)n);
+  float y[UP_OUTPUT_SIZE];
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (!x || !in || !out) return 2;
+  if (fread(x, sizeof(float) * UP_INPUT_SIZE, (size_t)n, in) != (size_t)n) return 2;
+  for (int level = 0; level < UP_NUM_LEVELS; ++level) {
+    if (NAME_set_level(level) != 0) return 3;
+    for (int i = 0; i < n; ++i) {
+      NAME_run(x + (size_t)i * UP_INPUT_SIZE, y);
+      fwrite(y, sizeof(float), UP_OUTPUT_SIZE, out);
+    }
+  }
+  fclose(in); fclose(out); free(x);
+  return 0;
+}
+"""
+
+
+def build_and_run_nested_c(family: Any, out: Path, x: np.ndarray, *,
+                           name: str = "demo_model") -> dict:
+    """Export ``family`` as one nested C artifact, build it with the host compiler, run every
+    level on ``x`` and compare with the family's own outputs."""
+    from subnets.export import nested_c
+
+    info = nested_c(family, out, name=name)
+    result = {"weight_bytes": info["weight_bytes"], "separate_bytes": info["separate_bytes"],
+              "levels": len(family), "built": False}
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return {**result, "reason": "no host C compiler (gcc/cc) on PATH"}
+    main = out / "demo_main.c"
+    main.write_text(_MAIN.replace("NAME", name).replace("UP", name.upper()))
+    exe = out / "demo_main"
+    sources = [str(p) for p in sorted(out.glob("*.c"))]
+    proc = subprocess.run([cc, "-std=c99", "-O2", f"-I{out}", "-o", str(exe), *sources, "-lm"],
+                          capture_output=True, text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cc} failed on {out}: {proc.stderr[-2000:]}")
+    xin, yout = out / "x.bin", out / "y.bin"
+    np.ascontiguousarray(x, np.float32).tofile(xin)
+    proc = subprocess.run([str(exe), str(xin), str(yout), str(len(x))], capture_output=True,
+                          text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{exe} exited with {proc.returncode}: {proc.stderr[-2000:]}")
+    got = np.fromfile(yout, np.float32).reshape(len(family), len(x), -1)
+    expect = np.stack([np.asarray(family.apply(x, i)) for i in range(len(family))])
+    return {**result, "built": True, "compiler": os.path.basename(cc), "examples": len(x),
+            "class_agreement": float(np.mean(got.argmax(-1) == expect.argmax(-1))),
+            "max_abs_diff": float(np.max(np.abs(got - expect)))}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
-from subnets.zoo.common import (
+from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
     check_norm,

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from subnets.zoo.common import NORMS, Net
-from subnets.zoo.kws import CNNConfig, DNNConfig, DSCNNConfig, make_cnn, make_dnn, make_dscnn
-from subnets.zoo.resnet import PreResNetConfig, make_preresnet
-from subnets.zoo.vgg import VGGConfig, make_vgg
+from subnets.models.zoo.common import NORMS, Net
+from subnets.models.zoo.kws import CNNConfig, DNNConfig, DSCNNConfig, make_cnn, make_dnn, make_dscnn
+from subnets.models.zoo.resnet import PreResNetConfig, make_preresnet
+from subnets.models.zoo.vgg import VGGConfig, make_vgg
 
 __all__ = ["NAMES", "NORMS", "Net", "create"]
 

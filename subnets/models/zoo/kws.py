@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from subnets.zoo.common import (
+from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
     check_norm,

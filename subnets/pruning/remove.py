@@ -76,13 +76,15 @@ def remove_dead(variables: Mapping, graph: Any, *, check: bool = True, atol: flo
         ValueError: GroupNorm, or variables that do not match the graph.
         RuntimeError: the removed model's logits differ from the original's (``check``).
     """
-    net = graph if hasattr(graph, "module") and hasattr(graph, "graph") else None
+    net = graph if hasattr(graph, "graph") and hasattr(graph, "apply") else None
     g: ChannelGraph = net.graph if net is not None else graph
     if not isinstance(g, ChannelGraph):
         raise TypeError(f"remove_dead needs a Net or a ChannelGraph, got {type(graph).__name__}")
     g.validate(variables, widths=g.widths_of(variables))
-    if net is not None and net.norm == "group":
-        raise ValueError(f"remove_dead: {net.name} uses GroupNorm, which normalises channels "
+    label = getattr(net, "name", type(net).__name__)
+    mixes = any(getattr(n, "mixes_channels", False) for n in getattr(g, "norms", ()))
+    if net is not None and (mixes or getattr(net, "norm", None) == "group"):
+        raise ValueError(f"remove_dead: {label} uses GroupNorm, which normalises channels "
                          "together: a dead channel is not constant and removing one regroups "
                          "the rest; use norm='batch', 'instance' or 'none'")
     dead = {grp.name: _dead(variables, g, grp) for grp in g.free}
@@ -109,7 +111,7 @@ def remove_dead(variables: Mapping, graph: Any, *, check: bool = True, atol: flo
         scale = max(1.0, float(np.max(np.abs(before))))
         if err > atol * scale:
             raise RuntimeError(f"remove_dead: logits changed by {err:.3g} (scale {scale:.3g}); "
-                               f"{net.name} has an op the removal rule does not model")
+                               f"{label} has an op the removal rule does not model")
     out_widths = g.widths_of(new)
     return new, out_widths
 

@@ -83,6 +83,9 @@ class Family:
     def __init__(self, net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]], *,
                  level_batch_stats: Any = None,
                  batch_shape: tuple[int, ...] | None = None) -> None:
+        from subnets.models.protocol import check_model
+
+        check_model(net, "Family")
         if not levels:
             raise ValueError("a Family needs at least one level")
         net.graph.validate(variables)

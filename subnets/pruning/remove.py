@@ -201,6 +201,13 @@ def _emits_zero(variables: Mapping, grp: Group) -> np.ndarray:
 def _capture(net: Any, variables: Mapping, probe: np.ndarray,
              paths: set[Path]) -> tuple[dict, np.ndarray]:
     """Inputs and (unbound) modules of the layers at ``paths``, and the logits, from one pass."""
+    if not hasattr(net, "build"):
+        # Any model (Linen, NNX, graph-only): the layers' inputs read off apply's jaxpr; the
+        # layer geometry then comes from the graph (module None).
+        from subnets.models.capture import layer_inputs
+
+        inputs, logits = layer_inputs(net, variables, probe, paths)
+        return {p: (a, None) for p, a in inputs.items()}, logits
     seen: dict[Path, tuple[jax.Array, nn.Module]] = {}
 
     def interceptor(next_fun, args, kwargs, context):
@@ -289,7 +296,13 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
         needs = []
     pad = getattr(module, "padding", None)
     pad = pad.upper() if isinstance(pad, str) else None
-    plain = getattr(module, "feature_group_count", 1) == 1 and kernel.ndim >= 3
+    if module is None and kernel.ndim >= 3:  # geometry from the traced graph's layer
+        padding = getattr(lay, "padding", None)
+        if padding is not None and len(padding) == kernel.ndim - 2:
+            pad = "VALID" if all(lo == 0 and hi == 0 for lo, hi in padding) else "SAME"
+    groups = getattr(lay, "feature_groups", 1) if module is None else getattr(
+        module, "feature_group_count", 1)
+    plain = groups == 1 and kernel.ndim >= 3
     one_by_one = all(k == 1 for k in kernel.shape[:-2])
     rest = []
     for c in needs:
@@ -306,6 +319,8 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
         else:
             rest.append(c)
     needs = rest
+    if needs and module is None:
+        needs = []  # no module to push the constant through: those channels are kept
     if needs:
         # Any other layer: push each channel's constant alone through it (bias zeroed) and see
         # whether its contribution is the same at every output position (VALID: yes; SAME:

@@ -193,3 +193,40 @@ class GraphBuilder:
         groups = tuple(Group(n, g["size"], tuple(g["members"]), g["fixed"])
                        for n, g in self._groups.items())
         return ChannelGraph(groups, tuple(self._layers))
+
+
+_GRAPHS: dict[tuple, ChannelGraph] = {}
+
+
+def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
+                 producers: Mapping[str, str]) -> ChannelGraph:
+    """The channel graph of ``module`` traced from its own ``apply``, cached per ``key``.
+
+    ``producers`` names each group after the layer that writes it: ``{module name: group}``
+    (e.g. ``{"dense0": "h0"}``), which keeps the zoo's historic group names whatever default
+    names the tracer gives. ``key`` identifies (model, classes, input shape, norm), so
+    ``zoo.create`` traces each configuration once per process.
+    """
+    graph = _GRAPHS.get(key)
+    if graph is None:
+        from subnets.graph import trace
+
+        shape = (2,) + tuple(input_shape)
+        variables = jax.jit(lambda k: module.init(k, jnp.zeros(shape, jnp.float32),
+                                                  train=False))(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), shape, jnp.float32)
+        apply = functools.partial(_eval_apply, module)
+        first = trace(apply, variables, x)
+        names = {}
+        for grp in first.groups:
+            for lay in first.producers(grp.name):
+                layer_name = lay.path[1]
+                if layer_name in producers:
+                    names[grp.name] = producers[layer_name]
+        graph = trace(apply, variables, x, names=names) if names else first
+        _GRAPHS[key] = graph
+    return graph
+
+
+def _eval_apply(module: nn.Module, variables: Mapping, x: jax.Array) -> jax.Array:
+    return module.apply(variables, x, train=False)

@@ -1,4 +1,4 @@
-"""from_linen specifics: module.apply at full shape, the program for sliced arrays, train keyword."""
+"""from_linen specifics: module.apply at full shape, the program on sliced arrays, train mode."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -195,6 +196,8 @@ class GraphBuilder:
         return ChannelGraph(groups, tuple(self._layers))
 
 
+# Build zoo graphs with subnets.graph.trace (True) or the hand-written declarations (False).
+TRACE = os.environ.get("SUBNETS_ZOO_TRACE", "0") == "1"
 _GRAPHS: dict[tuple, ChannelGraph] = {}
 
 

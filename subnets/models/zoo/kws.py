@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from subnets.models.zoo.common import (
+    TRACE,
     GraphBuilder,
     Net,
     check_norm,
@@ -32,6 +33,7 @@ from subnets.models.zoo.common import (
     norm_layer,
     norm_members,
     out_members,
+    traced_graph,
     width_items,
 )
 
@@ -74,7 +76,12 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     last = f"dense{len(cfg.hidden)}"
     b.group("out", num_classes, *out_members(last, ndim=2), fixed=True)
     b.layer(last, "dense", prev, "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {f"h{i}": size for i, size in enumerate(cfg.hidden)}
+    module = DNN(cfg, width_items(widths), num_classes, norm)
+    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                          input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))})
+             if TRACE else b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: DNN(cfg, width_items(w), num_classes, norm))
 
 
@@ -135,7 +142,13 @@ def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str
     b.layer("dense", "dense", "lin", "fc")
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", "fc", "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {"c0": cfg.filters[0], "c1": cfg.filters[1], "lin": cfg.linear, "fc": cfg.dense}
+    module = CNN(cfg, width_items(widths), num_classes, norm)
+    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                          input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
+                                        "dense": "fc"})
+             if TRACE else b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: CNN(cfg, width_items(w), num_classes, norm))
 
 
@@ -236,6 +249,13 @@ def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm:
     b.add(last, in_member("classifier", ndim=2))
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", last, "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {f"g{i}": cfg.channels for i in range(cfg.blocks + 1)}
+    # Traced in its grouped-conv form: one conv_general_dilated per depthwise layer.
+    module = DSCNN(cfg, width_items(widths), num_classes, norm, "conv")
+    producers = {"stem": "g0", **{f"pw{i}": f"g{i + 1}" for i in range(cfg.blocks)}}
+    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                          input_shape, producers)
+             if TRACE else b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, depthwise="shifts": DSCNN(cfg, width_items(w), num_classes, norm,
                                                    depthwise))

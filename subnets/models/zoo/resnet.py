@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from subnets.models.zoo.common import (
+    TRACE,
     GraphBuilder,
     Net,
     check_norm,
@@ -33,6 +34,7 @@ from subnets.models.zoo.common import (
     norm_layer,
     norm_members,
     out_members,
+    traced_graph,
     width_items,
 )
 
@@ -122,5 +124,17 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
     b_.add(stream, *norm_members(norm, "final_norm"), in_member("classifier", ndim=2))
     b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b_.layer("classifier", "dense", stream, "out")
-    return Net(name, b_.build(), tuple(input_shape), num_classes, norm,
+    widths, producers = {"stem": cfg.stem}, {"stem": "stem"}
+    for s, planes in enumerate(cfg.planes):
+        widths[f"s{s}"] = planes * cfg.expansion
+        for b in range(cfg.blocks):
+            n = _block_name(s, b)
+            widths[f"{n}a"] = widths[f"{n}b"] = planes
+            producers.update({f"{n}_conv1": f"{n}a", f"{n}_conv2": f"{n}b",
+                              f"{n}_conv3": f"s{s}", f"{n}_down": f"s{s}"})
+    module = PreResNet(cfg, width_items(widths), num_classes, norm)
+    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                          input_shape, producers)
+             if TRACE else b_.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: PreResNet(cfg, width_items(w), num_classes, norm))

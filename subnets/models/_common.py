@@ -43,10 +43,15 @@ def train_keyword(fn: Callable, train_arg: str | None | bool) -> str | None:
 
 
 def trace_graph(apply_fn: Callable, variables: Mapping, x: np.ndarray, *,
-                names: Mapping[str, str] | None, fixed: tuple[str, ...]) -> ChannelGraph:
+                names: Mapping[str, str] | None, fixed: tuple[str, ...],
+                train_apply_fn: Callable | None = None) -> ChannelGraph:
+    """``subnets.graph.trace``; with running statistics, the train pass gives the momenta."""
     from subnets.graph import trace
 
-    return trace(apply_fn, variables, x, names=names, fixed=tuple(fixed))
+    if "batch_stats" not in variables or not variables["batch_stats"]:
+        train_apply_fn = None
+    return trace(apply_fn, variables, x, names=names, fixed=tuple(fixed),
+                 train_apply_fn=train_apply_fn)
 
 
 def as_plain(tree: Any) -> dict:

@@ -64,13 +64,18 @@ class LinenModel:
         if name is not None:
             self.name = str(name)
         variables = self.init(jax.random.key(0) if key is None else key)
-        self.graph = trace_graph(self._eval, variables, x, names=names, fixed=fixed)
+        self.graph = trace_graph(self._eval, variables, x, names=names, fixed=fixed,
+                                 train_apply_fn=self._train if self.train_arg else None)
 
     def _kw(self, train: bool) -> dict:
         return {self.train_arg: train} if self.train_arg else {}
 
     def _eval(self, variables: Mapping, x: jax.Array) -> jax.Array:
         return self.module.apply(variables, x, **self._kw(False))
+
+    def _train(self, variables: Mapping, x: jax.Array) -> tuple[jax.Array, dict]:
+        logits, upd = self.module.apply(variables, x, mutable=["batch_stats"], **self._kw(True))
+        return logits, upd["batch_stats"]
 
     def init(self, key: jax.Array) -> dict:
         """Fresh full-size variables (every collection the module creates)."""

@@ -84,7 +84,8 @@ class NNXModel:
         self._initial = {"params": _pure(params), "batch_stats": _pure(stats)}
         if not self._initial["batch_stats"]:
             del self._initial["batch_stats"]
-        self.graph = trace_graph(self._eval, self._initial, x, names=names, fixed=fixed)
+        self.graph = trace_graph(self._eval, self._initial, x, names=names, fixed=fixed,
+                                 train_apply_fn=self._train)
         self._grouped = any(getattr(lay, "feature_groups", 1) > 1 or lay.kind == "depthwise"
                             for lay in self.graph.layers)
 
@@ -110,19 +111,22 @@ class NNXModel:
     def _eval(self, variables: Mapping, x: jax.Array) -> jax.Array:
         return self._merge(variables, False)(x)
 
+    def _train(self, variables: Mapping, x: jax.Array) -> tuple[jax.Array, dict]:
+        module = self._merge(variables, True)
+        logits = module(x)
+        return logits, _pure(nnx.state(module, nnx.BatchStat))
+
     def apply(self, variables: Mapping, x: jax.Array, *, train: bool = False,
               mutable: bool = False) -> Any:
         """Logits of ``x`` (see the module docstring for sliced variables and ``train``)."""
         variables = dict(variables)
         if self._grouped and not is_full(self.graph, variables):
             return run_graph(self.graph, variables, x, train=train, mutable=mutable)
-        module = self._merge(variables, train)
-        logits = module(x)
-        if not mutable:
-            return logits
         if train:
-            return logits, _pure(nnx.state(module, nnx.BatchStat))
-        return logits, variables.get("batch_stats", {})
+            logits, stats = self._train(variables, x)
+            return (logits, stats) if mutable else logits
+        logits = self._merge(variables, False)(x)
+        return (logits, variables.get("batch_stats", {})) if mutable else logits
 
     def __repr__(self) -> str:
         return f"NNXModel({getattr(self, 'name', None)!r}, input_shape={self.input_shape})"

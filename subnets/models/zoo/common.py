@@ -219,17 +219,23 @@ def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
                                                   train=False))(jax.random.key(0))
         x = jax.random.normal(jax.random.key(1), shape, jnp.float32)
         apply = functools.partial(_eval_apply, module)
-        first = trace(apply, variables, x)
+        train = functools.partial(_train_apply, module) if "batch_stats" in variables else None
+        first = trace(apply, variables, x, train_apply_fn=train)
         names = {}
         for grp in first.groups:
             for lay in first.producers(grp.name):
                 layer_name = lay.path[1]
                 if layer_name in producers:
                     names[grp.name] = producers[layer_name]
-        graph = trace(apply, variables, x, names=names) if names else first
+        graph = trace(apply, variables, x, names=names, train_apply_fn=train) if names else first
         _GRAPHS[key] = graph
     return graph
 
 
 def _eval_apply(module: nn.Module, variables: Mapping, x: jax.Array) -> jax.Array:
     return module.apply(variables, x, train=False)
+
+
+def _train_apply(module: nn.Module, variables: Mapping, x: jax.Array) -> tuple:
+    logits, upd = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    return logits, upd["batch_stats"]

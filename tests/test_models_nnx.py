@@ -82,3 +82,12 @@ def test_train_mode_matches_batch_statistics():
 def test_non_nnx_input_is_refused():
     with pytest.raises(TypeError, match="flax.nnx.Module"):
         subnets.models.from_nnx(object(), np.zeros((1, 3)))
+
+
+def test_train_mode_never_writes_into_the_callers_arrays():
+    model = _list_mlp()
+    v = jax.tree.map(np.asarray, randomize(model.init(jax.random.key(0))))
+    before = np.array(v["batch_stats"]["bn"]["mean"])
+    _, stats = model.apply(v, batch(model, n=8), train=True, mutable=True)
+    np.testing.assert_array_equal(v["batch_stats"]["bn"]["mean"], before)
+    assert not np.allclose(stats["bn"]["mean"], before)

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from subnets.models._common import as_plain, example_batch, is_full, trace_graph
@@ -102,7 +103,10 @@ class NNXModel:
         for coll, _ in COLLECTIONS:
             template = jax.tree.map(lambda a: a, self._templates[coll])
             if coll in variables:
-                nnx.replace_by_pure_dict(template, dict(variables[coll]))
+                # jnp arrays: NNX updates statistics with `var[...] = new`, which would write
+                # into a caller's NumPy array in place.
+                nnx.replace_by_pure_dict(template, jax.tree.map(jnp.asarray,
+                                                                dict(variables[coll])))
             elif coll == "params":
                 raise ValueError("NNX model variables need a 'params' collection")
             states.append(template)

@@ -30,10 +30,10 @@ from subnets.models.zoo.common import (
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
-    traced_graph,
     width_items,
 )
 
@@ -78,7 +78,7 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     b.layer(last, "dense", prev, "out")
     widths = {f"h{i}": size for i, size in enumerate(cfg.hidden)}
     module = DNN(cfg, width_items(widths), num_classes, norm)
-    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                           input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))})
              if TRACE else b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
@@ -144,7 +144,7 @@ def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str
     b.layer("classifier", "dense", "fc", "out")
     widths = {"c0": cfg.filters[0], "c1": cfg.filters[1], "lin": cfg.linear, "fc": cfg.dense}
     module = CNN(cfg, width_items(widths), num_classes, norm)
-    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                           input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
                                         "dense": "fc"})
              if TRACE else b.build())
@@ -253,7 +253,7 @@ def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm:
     # Traced in its grouped-conv form: one conv_general_dilated per depthwise layer.
     module = DSCNN(cfg, width_items(widths), num_classes, norm, "conv")
     producers = {"stem": "g0", **{f"pw{i}": f"g{i + 1}" for i in range(cfg.blocks)}}
-    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                           input_shape, producers)
              if TRACE else b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,

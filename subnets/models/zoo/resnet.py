@@ -31,10 +31,10 @@ from subnets.models.zoo.common import (
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
-    traced_graph,
     width_items,
 )
 
@@ -124,16 +124,17 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
     b_.add(stream, *norm_members(norm, "final_norm"), in_member("classifier", ndim=2))
     b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b_.layer("classifier", "dense", stream, "out")
-    widths, producers = {"stem": cfg.stem}, {"stem": "stem"}
+    widths, producers = {"stem": cfg.stem}, {}
     for s, planes in enumerate(cfg.planes):
         widths[f"s{s}"] = planes * cfg.expansion
         for b in range(cfg.blocks):
             n = _block_name(s, b)
             widths[f"{n}a"] = widths[f"{n}b"] = planes
-            producers.update({f"{n}_conv1": f"{n}a", f"{n}_conv2": f"{n}b",
-                              f"{n}_conv3": f"s{s}", f"{n}_down": f"s{s}"})
+            producers.update({f"{n}_conv1": f"{n}a", f"{n}_conv2": f"{n}b"})
+        # The stream's first producer: block 0's last conv runs before its projection.
+        producers[f"{_block_name(s, 0)}_conv3"] = f"s{s}"
     module = PreResNet(cfg, width_items(widths), num_classes, norm)
-    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                           input_shape, producers)
              if TRACE else b_.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,

@@ -28,10 +28,10 @@ from subnets.models.zoo.common import (
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
-    traced_graph,
     width_items,
 )
 
@@ -86,7 +86,7 @@ def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str
     sizes = [item for item in cfg.plan if item != "M"]
     widths = {f"v{i}": size for i, size in enumerate(sizes)}
     module = VGG(cfg, width_items(widths), num_classes, norm)
-    graph = (traced_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                           input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))})
              if TRACE else b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,

@@ -204,8 +204,8 @@ class GraphBuilder:
         return ChannelGraph(groups, tuple(self._layers))
 
 
-# Build zoo graphs with subnets.graph.trace (True) or the hand-written declarations (False).
-TRACE = os.environ.get("SUBNETS_ZOO_TRACE", "0") == "1"
+# Build zoo graphs with subnets.graph.trace (the default) or the hand-written declarations.
+TRACE = os.environ.get("SUBNETS_ZOO_TRACE", "1") == "1"
 _GRAPHS: dict[tuple, ChannelGraph] = {}
 
 
@@ -217,18 +217,31 @@ class LazyGraph:
     module: nn.Module
     input_shape: tuple[int, ...]
     producers: tuple
+    declared: ChannelGraph | None = field(default=None, compare=False)
 
     def __call__(self) -> ChannelGraph:
-        return traced_graph(self.key, self.module, self.input_shape, dict(self.producers))
+        from subnets.graph import TraceError
+
+        try:
+            return traced_graph(self.key, self.module, self.input_shape, dict(self.producers))
+        except TraceError:
+            # An op the tracer does not support yet (GroupNorm): the declared graph.
+            if self.declared is None:
+                raise
+            _GRAPHS[self.key] = self.declared
+            return self.declared
 
 
 def lazy_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
-               producers: Mapping[str, str]) -> ChannelGraph | LazyGraph:
+               producers: Mapping[str, str], declared: ChannelGraph | None = None
+               ) -> ChannelGraph | LazyGraph:
     """The cached graph if this configuration was traced before, else a :class:`LazyGraph`."""
+    if not TRACE and declared is not None:
+        return declared
     graph = _GRAPHS.get(key)
     if graph is not None:
         return graph
-    return LazyGraph(key, module, tuple(input_shape), tuple(sorted(producers.items())))
+    return LazyGraph(key, module, tuple(input_shape), tuple(sorted(producers.items())), declared)
 
 
 def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],

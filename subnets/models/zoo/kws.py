@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 from subnets.models.zoo.common import (
-    TRACE,
     GraphBuilder,
     Net,
     check_norm,
@@ -78,9 +77,9 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     b.layer(last, "dense", prev, "out")
     widths = {f"h{i}": size for i, size in enumerate(cfg.hidden)}
     module = DNN(cfg, width_items(widths), num_classes, norm)
-    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                          input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))})
-             if TRACE else b.build())
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))},
+                       b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: DNN(cfg, width_items(w), num_classes, norm))
 
@@ -144,10 +143,9 @@ def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str
     b.layer("classifier", "dense", "fc", "out")
     widths = {"c0": cfg.filters[0], "c1": cfg.filters[1], "lin": cfg.linear, "fc": cfg.dense}
     module = CNN(cfg, width_items(widths), num_classes, norm)
-    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                          input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
-                                        "dense": "fc"})
-             if TRACE else b.build())
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
+                                     "dense": "fc"}, b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: CNN(cfg, width_items(w), num_classes, norm))
 
@@ -253,9 +251,8 @@ def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm:
     # Traced in its grouped-conv form: one conv_general_dilated per depthwise layer.
     module = DSCNN(cfg, width_items(widths), num_classes, norm, "conv")
     producers = {"stem": "g0", **{f"pw{i}": f"g{i + 1}" for i in range(cfg.blocks)}}
-    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                          input_shape, producers)
-             if TRACE else b.build())
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, producers, b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, depthwise="shifts": DSCNN(cfg, width_items(w), num_classes, norm,
                                                    depthwise))

@@ -25,7 +25,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from subnets.models.zoo.common import (
-    TRACE,
     GraphBuilder,
     Net,
     check_norm,
@@ -134,8 +133,7 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
         # The stream's first producer: block 0's last conv runs before its projection.
         producers[f"{_block_name(s, 0)}_conv3"] = f"s{s}"
     module = PreResNet(cfg, width_items(widths), num_classes, norm)
-    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                          input_shape, producers)
-             if TRACE else b_.build())
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, producers, b_.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: PreResNet(cfg, width_items(w), num_classes, norm))

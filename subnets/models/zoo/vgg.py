@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from subnets.models.zoo.common import (
-    TRACE,
     GraphBuilder,
     Net,
     check_norm,
@@ -86,8 +85,7 @@ def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str
     sizes = [item for item in cfg.plan if item != "M"]
     widths = {f"v{i}": size for i, size in enumerate(sizes)}
     module = VGG(cfg, width_items(widths), num_classes, norm)
-    graph = (lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                          input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))})
-             if TRACE else b.build())
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))}, b.build())
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: VGG(cfg, width_items(w), num_classes, norm))

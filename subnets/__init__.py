@@ -16,7 +16,8 @@ References:
     Reconvene (Eccles et al. 2024).
 """
 
-from subnets import cost, graph, transforms, zoo  # isort: skip  (foundation first)
+from subnets import cost, graph, transforms  # isort: skip  (foundation first)
+from subnets import models, zoo  # isort: skip  (models before the algorithms)
 from subnets import (
     checkpoint,
     data,
@@ -69,6 +70,7 @@ __all__ = [
     "fake_quant",
     "graph",
     "interpolate",
+    "models",
     "permute",
     "slice_widths",
     "topk_mask",

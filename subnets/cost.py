@@ -124,9 +124,11 @@ def summary(net: Any, widths: Mapping[str, int] | None = None) -> dict:
             "members": len(g.members),
             "macs_touched": builtins.sum(per_layer["/".join(lay.path)] for lay in touched),
         })
+    from subnets.models.protocol import describe
+
     return {
-        "model": net.name, "input_shape": list(net.input_shape), "num_classes": net.num_classes,
-        "norm": net.norm, "macs": macs(net, widths), "params": params(net, widths),
+        **describe(net), "norm": getattr(net, "norm", None),
+        "macs": macs(net, widths), "params": params(net, widths),
         "bytes_float32": bytes(net, widths), "bytes_int8": bytes(net, widths, np.int8),
         "activation_bytes_float32": activation_memory(net, widths),
         "groups": groups, "layers": per_layer,

@@ -135,7 +135,7 @@ def predict(net: Any, variables: Mapping, x: np.ndarray, *, batch_size: int = 50
         if n < batch_size and len(x) > batch_size:
             xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - n, axis=0)])
         out.append(np.asarray(apply(variables, xb))[:n])
-    return np.concatenate(out) if out else np.zeros((0, net.num_classes), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, net.graph["out"].size), np.float32)
 
 
 def evaluate(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *,

@@ -62,7 +62,12 @@ def _markdown_programs() -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(_markdown_programs()))
+# Pages whose code converts models through TensorFlow (tens of seconds each).
+SLOW_DOCS = {"own-model.md"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_DOCS
+                                  else n for n in sorted(_markdown_programs())])
 def test_markdown_python_blocks_run(name, capsys):
     # the README's and docs' code runs as written: a renamed function breaks this test
     exec(compile(_markdown_programs()[name], name, "exec"), {"__name__": "__docs__"})
@@ -70,4 +75,4 @@ def test_markdown_python_blocks_run(name, capsys):
 
 
 def test_markdown_has_python_blocks():
-    assert {"README.md", "tutorial.md"} <= set(_markdown_programs())
+    assert {"README.md", "tutorial.md", "own-model.md"} <= set(_markdown_programs())

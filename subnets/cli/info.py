@@ -12,7 +12,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                    "activation memory, in total and per channel group.")
     p.add_argument("name", help="zoo model name (e.g. ds-cnn-s); 'list' lists them")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier outputs (default: 12 for KWS models, else 10)")
+                   help="classifier outputs (default: the model's usual data set's)")
     p.add_argument("--input-shape", default=None, help="e.g. 28,28,1 (default: the model's)")
     p.add_argument("--norm", default=None, choices=["batch", "group", "instance", "none"])
     p.add_argument("--width", type=float, default=None,
@@ -27,9 +27,8 @@ def run(args) -> int:
     if args.name == "list":
         print("\n".join(zoo.NAMES))
         return 0
-    classes = args.num_classes or (12 if args.name.startswith(("dnn", "cnn", "ds-cnn")) else 10)
     shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
-    net = zoo.create(args.name, num_classes=classes, input_shape=shape, norm=args.norm)
+    net = zoo.create(args.name, num_classes=args.num_classes, input_shape=shape, norm=args.norm)
     widths = None
     if args.width is not None:
         if not 0 < args.width <= 1:
@@ -39,8 +38,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
+    norm = f", norm={report['norm']}" if report.get("norm") else ""
     print(f"{report['model']}: input {tuple(report['input_shape'])}, "
-          f"{report['num_classes']} classes, norm={report['norm']}")
+          f"{report['num_classes']} classes{norm}")
     print(f"  MACs {report['macs']:,}   params {report['params']:,}   "
           f"float32 {report['bytes_float32']:,} B   int8 {report['bytes_int8']:,} B   "
           f"peak activations {report['activation_bytes_float32']:,} B")

@@ -44,6 +44,7 @@ import numpy as np
 from subnets.export.carray import write_c_array
 from subnets.export.convert import tflite
 from subnets.export.tflm import measure_arena, model_ops, tflm_run
+from subnets.models.protocol import describe
 
 KIB = 1024
 
@@ -180,9 +181,7 @@ def export_family(family: Any, out_dir: str | os.PathLike, *, representative: An
     total_flash = sum(e["flash_bytes"] for e in entries)
     max_arena = max(e["arena_bytes"] for e in entries)
     manifest = {
-        "model": getattr(net, "name", type(net).__name__),
-        "input_shape": [int(s) for s in net.input_shape],
-        "num_classes": int(net.num_classes),
+        **describe(net),
         "int8": bool(int8),
         "board": asdict(board),
         "levels": entries,

@@ -31,6 +31,7 @@ import numpy as np
 
 from subnets import cost, importance
 from subnets._plot import figure
+from subnets.models.protocol import describe
 from subnets.runtime.family import Family
 from subnets.transforms import permute
 
@@ -70,8 +71,9 @@ def load_data(cfg: NestConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
 
 
 def make_net(cfg: NestConfig) -> Any:
-    """The zoo model sized for the data set's inputs and classes."""
-    from subnets import data, zoo
+    """The zoo model ``cfg.model`` sized for the data set's inputs and classes."""
+    from subnets import data
+    from subnets.models import zoo
 
     meta = data.info(cfg.data)
     return zoo.create(cfg.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
@@ -109,7 +111,8 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
     """Permute by ``scores``, pick nested widths per budget, return the Family (full level last).
 
     Args:
-        net: a zoo net whose free groups form a chain.
+        net: the model (any :class:`~subnets.models.Model`); ``select_widths`` needs its free
+            groups to form a chain, explicit ``levels`` do not.
         variables: the trained, UNpermuted variables.
         scores: importance per free group (any scorer of :mod:`subnets.importance`).
         budgets: fractions (<= 1) or absolute amounts of ``resource``; sorted ascending.
@@ -269,8 +272,10 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
-        log: Callable[[str], Any] = print) -> dict:
+        log: Callable[[str], Any] = print, model: Any = None) -> dict:
     """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
+
+    ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``.
 
     Returns:
         The metrics dict also written to ``out_dir/metrics.json``.
@@ -282,7 +287,7 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    net = make_net(cfg)
+    net = make_net(cfg) if model is None else model
     train, test = load_data(cfg)
     log(f"{cfg.model} on {cfg.data}: {len(train[0])} train / {len(test[0])} test examples")
     t = time.perf_counter()
@@ -294,7 +299,8 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     base_acc = metrics["levels"][-1]["accuracy_before_finetune"]
     metrics["timings"]["base_s"] = base_s
     metrics["timings"]["total_s"] = time.perf_counter() - t0
-    metrics = {"config": dataclasses.asdict(cfg), "model": net.name, "data": cfg.data,
+    metrics = {"config": dataclasses.asdict(cfg), "model": describe(net)["model"],
+               "data": cfg.data,
                "base": {"accuracy": base_acc, "macs": cost.macs(net), "params": cost.params(net),
                         "loaded": loaded}, **metrics}
     for lv in metrics["levels"]:

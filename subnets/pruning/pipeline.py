@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from subnets import io, train, zoo
+from subnets import io, train
 from subnets.data.train_test import load_train_test
 from subnets.pruning.imp import imp, make_train_fn
 from subnets.pruning.masked import apply_masks, masked
@@ -200,8 +200,14 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
     return out
 
 
-def run_pruning(cfg: PruneConfig, out: str | FsPath) -> dict:
+def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> dict:
     """Run ``cfg``, write metrics, removed models and a portfolio to ``out``; return metrics.
+
+    Args:
+        cfg: the run.
+        out: output folder.
+        model: the :class:`~subnets.models.Model` to prune (default: the zoo's ``cfg.model``
+            sized for the data). Saved levels store its graph, so they load without it.
 
     Example: see the module docstring.
     """
@@ -209,17 +215,22 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (x, y), (xt, yt) = load_train_test(cfg.data, limit=cfg.limit)
     classes = int(max(y.max(), yt.max())) + 1
-    net = zoo.create(cfg.model, num_classes=classes, input_shape=x.shape[1:], norm=cfg.norm)
+    if model is None:
+        from subnets.models import zoo
+
+        model = zoo.create(cfg.model, num_classes=classes, input_shape=x.shape[1:],
+                           norm=cfg.norm)
+    net = model
     t0 = time.perf_counter()
     levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed))
     train_s = time.perf_counter() - t0
-    portfolio = Portfolio()
+    portfolio = Portfolio(model=net)
+    graph = net.graph.to_dict()
     rows = []
     for lv in levels:
         metrics, removed, widths = level_metrics(net, lv["variables"], lv["masks"], xt, yt)
         row = {"name": lv["name"], **metrics, **lv["extra"]}
-        meta = {"model": cfg.model, "num_classes": classes,
-                "input_shape": [int(s) for s in x.shape[1:]], "norm": net.norm,
+        meta = {"graph": graph, "input_shape": [int(s) for s in x.shape[1:]],
                 "widths": row["widths"], "accuracy": row["accuracy_removed"],
                 "params": row["params_after"], "density": row["density"]}
         io.save(out / f"{lv['name']}.subnets", removed, meta=meta, compress=True)
@@ -248,13 +259,24 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def load_level(path: str | FsPath) -> tuple[Any, dict, dict]:
-    """Read a removed model written by :func:`run_pruning`: ``(net, variables, meta)``."""
+def load_level(path: str | FsPath, *, model: Any = None) -> tuple[Any, dict, dict]:
+    """Read a removed model written by :func:`run_pruning`: ``(model, variables, meta)``.
+
+    With no ``model`` it runs on the stored graph (:func:`subnets.models.from_graph`); files of
+    earlier versions, which named a zoo model instead, still load.
+    """
+    from subnets.graph import ChannelGraph
+    from subnets.models import from_graph, zoo
+
     variables, meta = io.load(path)
-    for k in ("model", "num_classes", "input_shape", "norm"):
-        if k not in meta:
-            raise ValueError(f"{path}: metadata lacks {k!r}; not written by subnets prune")
-    net = zoo.create(meta["model"], num_classes=int(meta["num_classes"]),
-                     input_shape=tuple(meta["input_shape"]), norm=meta["norm"])
-    net.graph.validate(variables, widths=net.graph.widths_of(variables))
-    return net, variables, meta
+    if model is None:
+        try:
+            if "graph" in meta:
+                model = from_graph(ChannelGraph.from_dict(meta["graph"]))
+            else:
+                model = zoo.from_meta(meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: metadata holds no usable graph or zoo model ({e}); "
+                             "not written by subnets prune") from None
+    model.graph.validate(variables, widths=model.graph.widths_of(variables))
+    return model, variables, meta

@@ -76,13 +76,15 @@ def remove_dead(variables: Mapping, graph: Any, *, check: bool = True, atol: flo
         ValueError: GroupNorm, or variables that do not match the graph.
         RuntimeError: the removed model's logits differ from the original's (``check``).
     """
-    net = graph if hasattr(graph, "module") and hasattr(graph, "graph") else None
+    net = graph if hasattr(graph, "graph") and hasattr(graph, "apply") else None
     g: ChannelGraph = net.graph if net is not None else graph
     if not isinstance(g, ChannelGraph):
         raise TypeError(f"remove_dead needs a Net or a ChannelGraph, got {type(graph).__name__}")
     g.validate(variables, widths=g.widths_of(variables))
-    if net is not None and net.norm == "group":
-        raise ValueError(f"remove_dead: {net.name} uses GroupNorm, which normalises channels "
+    label = getattr(net, "name", type(net).__name__)
+    mixes = any(getattr(n, "mixes_channels", False) for n in getattr(g, "norms", ()))
+    if net is not None and (mixes or getattr(net, "norm", None) == "group"):
+        raise ValueError(f"remove_dead: {label} uses GroupNorm, which normalises channels "
                          "together: a dead channel is not constant and removing one regroups "
                          "the rest; use norm='batch', 'instance' or 'none'")
     dead = {grp.name: _dead(variables, g, grp) for grp in g.free}
@@ -109,7 +111,7 @@ def remove_dead(variables: Mapping, graph: Any, *, check: bool = True, atol: flo
         scale = max(1.0, float(np.max(np.abs(before))))
         if err > atol * scale:
             raise RuntimeError(f"remove_dead: logits changed by {err:.3g} (scale {scale:.3g}); "
-                               f"{net.name} has an op the removal rule does not model")
+                               f"{label} has an op the removal rule does not model")
     out_widths = g.widths_of(new)
     return new, out_widths
 
@@ -199,6 +201,13 @@ def _emits_zero(variables: Mapping, grp: Group) -> np.ndarray:
 def _capture(net: Any, variables: Mapping, probe: np.ndarray,
              paths: set[Path]) -> tuple[dict, np.ndarray]:
     """Inputs and (unbound) modules of the layers at ``paths``, and the logits, from one pass."""
+    if not hasattr(net, "build"):
+        # Any model (Linen, NNX, graph-only): the layers' inputs read off apply's jaxpr; the
+        # layer geometry then comes from the graph (module None).
+        from subnets.models.capture import layer_inputs
+
+        inputs, logits = layer_inputs(net, variables, probe, paths)
+        return {p: (a, None) for p, a in inputs.items()}, logits
     seen: dict[Path, tuple[jax.Array, nn.Module]] = {}
 
     def interceptor(next_fun, args, kwargs, context):
@@ -287,7 +296,13 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
         needs = []
     pad = getattr(module, "padding", None)
     pad = pad.upper() if isinstance(pad, str) else None
-    plain = getattr(module, "feature_group_count", 1) == 1 and kernel.ndim >= 3
+    if module is None and kernel.ndim >= 3:  # geometry from the traced graph's layer
+        padding = getattr(lay, "padding", None)
+        if padding is not None and len(padding) == kernel.ndim - 2:
+            pad = "VALID" if all(lo == 0 and hi == 0 for lo, hi in padding) else "SAME"
+    groups = getattr(lay, "feature_groups", 1) if module is None else getattr(
+        module, "feature_group_count", 1)
+    plain = groups == 1 and kernel.ndim >= 3
     one_by_one = all(k == 1 for k in kernel.shape[:-2])
     rest = []
     for c in needs:
@@ -304,6 +319,8 @@ def _consumer_fold(variables: Mapping, lay: Layer, m: Member, x: np.ndarray, mod
         else:
             rest.append(c)
     needs = rest
+    if needs and module is None:
+        needs = []  # no module to push the constant through: those channels are kept
     if needs:
         # Any other layer: push each channel's constant alone through it (bias zeroed) and see
         # whether its contribution is the same at every output position (VALID: yes; SAME:

@@ -41,7 +41,9 @@ from subnets import io
 from subnets.transforms import slice_widths
 
 FORMAT = "subnets.family"
-FORMAT_VERSION = 1
+# Version 2 stores the channel graph (model-free loading); version 1 named a zoo model.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
 def _complete(net: Any, level: Mapping[str, int], index: int) -> dict[str, int]:
@@ -62,7 +64,9 @@ class Family:
     """Nested subnetworks sharing one permuted variables tree.
 
     Args:
-        net: a zoo net (``apply``, ``graph``, ``name``...).
+        net: the :class:`~subnets.models.Model` (``graph``, ``input_shape``, ``apply``): a zoo
+            net, :func:`~subnets.models.from_linen` / :func:`~subnets.models.from_nnx` of your
+            own, or :func:`~subnets.models.from_graph` of a stored graph.
         variables: the importance-permuted FULL variables.
         levels: nested widths dicts, smallest first (groups left out are at full width).
         level_batch_stats: optional per-level running statistics: a list of full-size
@@ -79,6 +83,9 @@ class Family:
     def __init__(self, net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]], *,
                  level_batch_stats: Any = None,
                  batch_shape: tuple[int, ...] | None = None) -> None:
+        from subnets.models.protocol import check_model
+
+        check_model(net, "Family")
         if not levels:
             raise ValueError("a Family needs at least one level")
         net.graph.validate(variables)
@@ -220,11 +227,18 @@ class Family:
         return sum(_nbytes(jax.eval_shape(lambda i=i: self.level_variables(i)))
                    for i in range(len(self.levels)))
 
+    @property
+    def model(self) -> Any:
+        """The model the levels run on (the same object as ``net``)."""
+        return self.net
+
     def meta(self) -> dict:
-        """JSON metadata that :meth:`load` needs to rebuild the family."""
-        return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.net.name,
-                "num_classes": int(self.net.num_classes),
-                "input_shape": [int(s) for s in self.net.input_shape], "norm": self.net.norm,
+        """JSON metadata that :meth:`load` needs: the graph (structure and program) and levels."""
+        from subnets.models.protocol import describe
+
+        return {"format": FORMAT, "version": FORMAT_VERSION, "label": describe(self.net)["model"],
+                "input_shape": [int(s) for s in self.net.input_shape],
+                "graph": self.net.graph.to_dict(),
                 "levels": self.levels, "level_stats": self.level_batch_stats is not None}
 
     def save(self, path: str | os.PathLike, *, compress: bool = False,
@@ -245,33 +259,68 @@ class Family:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, batch_shape: tuple[int, ...] | None = None,
-             net: Any = None) -> Family:
-        """Read a family written by :meth:`save`; the zoo model is rebuilt from the metadata.
+             model: Any = None, net: Any = None) -> Family:
+        """Read a family written by :meth:`save`; no model code is needed.
+
+        With no ``model`` the levels run the stored graph's program
+        (:func:`subnets.models.from_graph`, i.e. :func:`subnets.graph.run`). Files of format
+        version 1 (which named a zoo model instead of storing the graph) still load.
 
         Args:
             path: the file.
             batch_shape: compile every level for this shape right away.
-            net: the net to use instead of rebuilding a zoo model (for non-zoo models).
+            model: the model to run the levels with (e.g. the original Flax model's adapter).
+            net: the older name of ``model``.
 
         Raises:
             subnets.io.FormatError: the file is corrupt or not a family (names the file).
+
+        Example:
+            >>> import os, tempfile, jax, numpy as np, subnets
+            >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
+            >>> fam = Family(net, net.init(jax.random.key(0)), [{"h0": 8}, {}])
+            >>> path = os.path.join(tempfile.mkdtemp(), "f.subnets")
+            >>> fam.save(path)
+            >>> back = Family.load(path)  # no model: runs the stored graph
+            >>> x = np.ones((2, 8), np.float32)
+            >>> bool(np.allclose(back.apply(x, 0), fam.apply(x, 0), atol=1e-5))
+            True
         """
         tree, meta = io.load(path)
+        where = os.fspath(path)
         if meta.get("format") != FORMAT or "variables" not in tree:
-            raise io.FormatError(f"{os.fspath(path)}: not a subnets family file "
+            raise io.FormatError(f"{where}: not a subnets family file "
                                  f"(format {meta.get('format')!r})")
-        if meta.get("version") != FORMAT_VERSION:
-            raise io.FormatError(f"{os.fspath(path)}: family format version "
-                                 f"{meta.get('version')!r}, this reader knows {FORMAT_VERSION}")
-        if net is None:
-            from subnets import zoo
-
-            net = zoo.create(meta["model"], num_classes=int(meta["num_classes"]),
-                             input_shape=tuple(meta["input_shape"]), norm=meta["norm"])
+        if meta.get("version") not in READ_VERSIONS:
+            raise io.FormatError(f"{where}: family format version {meta.get('version')!r}, "
+                                 f"this reader knows {READ_VERSIONS}")
+        model = model if model is not None else net
+        if model is None:
+            model = _stored_model(meta, where)
         stats = tree.get("level_batch_stats") if meta.get("level_stats") else None
-        return cls(net, tree["variables"], meta["levels"], level_batch_stats=stats,
+        return cls(model, tree["variables"], meta["levels"], level_batch_stats=stats,
                    batch_shape=batch_shape)
 
     def __repr__(self) -> str:
-        return (f"Family({self.net.name!r}, {len(self.levels)} levels, "
+        label = getattr(self.net, "name", type(self.net).__name__)
+        return (f"Family({label!r}, {len(self.levels)} levels, "
                 f"active={self._level}, {self.memory_bytes()} bytes)")
+
+
+def _stored_model(meta: Mapping[str, Any], where: str) -> Any:
+    """The model a family file describes: its graph (v2) or, for v1 files, its zoo entry."""
+    from subnets.graph import ChannelGraph
+    from subnets.models import from_graph
+
+    if meta.get("version") == 1:
+        from subnets.models import zoo
+
+        try:
+            return zoo.from_meta(meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise io.FormatError(f"{where}: version-1 family metadata names no zoo model "
+                                 f"({e})") from None
+    try:
+        return from_graph(ChannelGraph.from_dict(meta["graph"]), name=meta.get("label"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise io.FormatError(f"{where}: the stored channel graph is invalid: {e}") from None

@@ -15,9 +15,12 @@ of the trade.
 
 On disk a portfolio is one :mod:`subnets.io` file (uncompressed, since its contents already are):
 variables ``{"variants": {name: uint8 blob, ...}}`` and metadata
-``{"format": "subnets.portfolio", "version": 1, "active": name | null}``. Each blob is itself a
-complete :mod:`subnets.io` file, so loading checks the container and every variant's CRC, header
-and size bounds before anything is inflated.
+``{"format": "subnets.portfolio", "version": 1, "active": name | null}``, plus ``"graph"`` (the
+model's :meth:`~subnets.graph.ChannelGraph.to_dict`) when the portfolio was made with a
+``model``: then :meth:`Portfolio.load` needs no model code, and :meth:`Portfolio.apply` runs the
+variants through :func:`subnets.graph.run`. Each blob is itself a complete :mod:`subnets.io`
+file, so loading checks the container and every variant's CRC, header and size bounds before
+anything is inflated.
 
 Example:
     >>> import numpy as np
@@ -56,6 +59,7 @@ __all__ = ["Portfolio"]
 _FORMAT = "subnets.portfolio"
 _VERSION = 1
 _META_KEYS = frozenset({"format", "version", "active"})
+_OPTIONAL_KEYS = frozenset({"graph"})
 
 
 class Portfolio:
@@ -67,6 +71,8 @@ class Portfolio:
         max_inflated_bytes: largest inflated variant :meth:`switch` may produce; checked from
             the stored header before inflating. None means no bound.
         level: zlib compression level (0-9) for :meth:`add`.
+        model: the :class:`~subnets.models.Model` every variant is a (pruned, removed) instance
+            of; its graph is saved with the portfolio, and :meth:`apply` runs variants with it.
 
     Example:
         >>> import numpy as np
@@ -82,7 +88,8 @@ class Portfolio:
         DNNShifter (Eccles et al., 2023).
     """
 
-    def __init__(self, *, max_inflated_bytes: int | None = None, level: int = 6) -> None:
+    def __init__(self, *, max_inflated_bytes: int | None = None, level: int = 6,
+                 model: Any = None) -> None:
         if max_inflated_bytes is not None and (
             type(max_inflated_bytes) is not int or max_inflated_bytes < 0
         ):
@@ -91,8 +98,12 @@ class Portfolio:
             )
         if type(level) is not int or not 0 <= level <= 9:
             raise ValueError(f"level must be an int in 0..9, got {level!r}")
+        if model is not None and not hasattr(model, "graph"):
+            raise TypeError(f"model must be a subnets Model (with a graph), got "
+                            f"{type(model).__name__}")
         self.max_inflated_bytes = max_inflated_bytes
         self.level = level
+        self.model = model
         self._blobs: dict[str, bytes] = {}
         self._headers: dict[str, io.Header] = {}
         self._active: str | None = None
@@ -205,6 +216,26 @@ class Portfolio:
         self._active, self._variables = name, variables
         return variables
 
+    def apply(self, x: Any, name: str | None = None) -> Any:
+        """Logits of variant ``name`` (default: the active one) for the batch ``x``.
+
+        Runs ``model.apply`` (a portfolio loaded from disk with no model runs the stored graph
+        through :func:`subnets.graph.run`); switches to ``name`` first if given.
+
+        Raises:
+            ValueError: the portfolio has no model, or no variant is active.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        if self.model is None:
+            raise ValueError("this portfolio has no model: make it with Portfolio(model=...) "
+                             "or load a file saved with one")
+        variables = self.switch(name) if name is not None else self._variables
+        if variables is None:
+            raise ValueError("no active variant: switch(name) first or pass name")
+        return self.model.apply(jax.tree.map(jnp.asarray, variables), jnp.asarray(x))
+
     def deactivate(self) -> None:
         """Drops the inflated variant, leaving only compressed blobs in memory."""
         self._active, self._variables = None, None
@@ -241,7 +272,9 @@ class Portfolio:
     def to_bytes(self) -> bytes:
         """Encodes the portfolio (blobs, metadata and active name) as one :mod:`subnets.io` file."""
         variants = {name: np.frombuffer(blob, np.uint8) for name, blob in self._blobs.items()}
-        meta = {"format": _FORMAT, "version": _VERSION, "active": self._active}
+        meta: dict[str, Any] = {"format": _FORMAT, "version": _VERSION, "active": self._active}
+        if self.model is not None:
+            meta["graph"] = self.model.graph.to_dict()
         return io.dumps({"variants": variants}, meta=meta)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -257,10 +290,12 @@ class Portfolio:
         max_inflated_bytes: int | None = None,
         level: int = 6,
         activate: bool = True,
+        model: Any = None,
     ) -> Portfolio:
         """Decodes :meth:`to_bytes` output; see :meth:`load` for the arguments."""
         variables, meta = io.loads(data, max_bytes=max_bytes, copy=False)
-        return cls._from_parts(variables, meta, max_bytes, max_inflated_bytes, level, activate)
+        return cls._from_parts(variables, meta, max_bytes, max_inflated_bytes, level, activate,
+                               model)
 
     @classmethod
     def load(
@@ -271,6 +306,7 @@ class Portfolio:
         max_inflated_bytes: int | None = None,
         level: int = 6,
         activate: bool = True,
+        model: Any = None,
     ) -> Portfolio:
         """Reads a portfolio written by :meth:`save`.
 
@@ -283,6 +319,8 @@ class Portfolio:
             max_inflated_bytes: see :class:`Portfolio`.
             level: see :class:`Portfolio`.
             activate: re-inflate the variant that was active when saved.
+            model: the model to run the variants with; default: the graph stored in the file
+                (:func:`subnets.models.from_graph`), or none if the file holds no graph.
 
         Returns:
             The portfolio.
@@ -307,7 +345,8 @@ class Portfolio:
         """
         variables, meta = io.load(path, max_bytes=max_bytes, copy=False)
         try:
-            return cls._from_parts(variables, meta, max_bytes, max_inflated_bytes, level, activate)
+            return cls._from_parts(variables, meta, max_bytes, max_inflated_bytes, level, activate,
+                                   model)
         except FormatError as e:
             raise FormatError(f"{os.fspath(path)}: {e}") from None
 
@@ -320,14 +359,18 @@ class Portfolio:
         max_inflated_bytes: int | None,
         level: int,
         activate: bool,
+        model: Any = None,
     ) -> Portfolio:
-        if set(meta) != _META_KEYS or meta["format"] != _FORMAT:
+        keys = set(meta)
+        if not _META_KEYS <= keys <= _META_KEYS | _OPTIONAL_KEYS or meta["format"] != _FORMAT:
             raise FormatError(f"not a portfolio (metadata {sorted(meta)!r})")
         if type(meta["version"]) is not int or meta["version"] != _VERSION:
             raise FormatError(f"unsupported portfolio version {meta['version']!r}")
         if set(variables) != {"variants"} or not isinstance(variables["variants"], dict):
             raise FormatError("a portfolio holds exactly one dict, 'variants'")
-        out = cls(max_inflated_bytes=max_inflated_bytes, level=level)
+        if model is None and meta.get("graph") is not None:
+            model = _graph_model(meta["graph"])
+        out = cls(max_inflated_bytes=max_inflated_bytes, level=level, model=model)
         for name, blob in variables["variants"].items():
             if not name or not isinstance(blob, np.ndarray) or blob.dtype != np.uint8:
                 raise FormatError(f"variant {name!r} is not a named uint8 blob")
@@ -346,3 +389,14 @@ class Portfolio:
             except FormatError as e:
                 raise FormatError(f"variant {active!r}: {e}") from None
         return out
+
+
+def _graph_model(data: Any) -> Any:
+    from subnets.graph import ChannelGraph
+    from subnets.models import from_graph
+
+    try:
+        return from_graph(ChannelGraph.from_dict(data))
+    except (ValueError, TypeError, KeyError) as e:
+        raise FormatError(f"stored graph is invalid: {e}") from None
+

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
-from subnets.zoo.common import (
+from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
@@ -122,5 +123,17 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
     b_.add(stream, *norm_members(norm, "final_norm"), in_member("classifier", ndim=2))
     b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b_.layer("classifier", "dense", stream, "out")
-    return Net(name, b_.build(), tuple(input_shape), num_classes, norm,
+    widths, producers = {"stem": cfg.stem}, {}
+    for s, planes in enumerate(cfg.planes):
+        widths[f"s{s}"] = planes * cfg.expansion
+        for b in range(cfg.blocks):
+            n = _block_name(s, b)
+            widths[f"{n}a"] = widths[f"{n}b"] = planes
+            producers.update({f"{n}_conv1": f"{n}a", f"{n}_conv2": f"{n}b"})
+        # The stream's first producer: block 0's last conv runs before its projection.
+        producers[f"{_block_name(s, 0)}_conv3"] = f"s{s}"
+    module = PreResNet(cfg, width_items(widths), num_classes, norm)
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, producers, b_.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: PreResNet(cfg, width_items(w), num_classes, norm))

@@ -23,12 +23,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from subnets.zoo.common import (
+from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
@@ -74,7 +75,12 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     last = f"dense{len(cfg.hidden)}"
     b.group("out", num_classes, *out_members(last, ndim=2), fixed=True)
     b.layer(last, "dense", prev, "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {f"h{i}": size for i, size in enumerate(cfg.hidden)}
+    module = DNN(cfg, width_items(widths), num_classes, norm)
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))},
+                       b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: DNN(cfg, width_items(w), num_classes, norm))
 
 
@@ -135,7 +141,12 @@ def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str
     b.layer("dense", "dense", "lin", "fc")
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", "fc", "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {"c0": cfg.filters[0], "c1": cfg.filters[1], "lin": cfg.linear, "fc": cfg.dense}
+    module = CNN(cfg, width_items(widths), num_classes, norm)
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
+                                     "dense": "fc"}, b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: CNN(cfg, width_items(w), num_classes, norm))
 
 
@@ -236,6 +247,12 @@ def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm:
     b.add(last, in_member("classifier", ndim=2))
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", last, "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    widths = {f"g{i}": cfg.channels for i in range(cfg.blocks + 1)}
+    # Traced in its grouped-conv form: one conv_general_dilated per depthwise layer.
+    module = DSCNN(cfg, width_items(widths), num_classes, norm, "conv")
+    producers = {"stem": "g0", **{f"pw{i}": f"g{i + 1}" for i in range(cfg.blocks)}}
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, producers, b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, depthwise="shifts": DSCNN(cfg, width_items(w), num_classes, norm,
                                                    depthwise))

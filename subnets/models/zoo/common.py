@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from subnets.graph import ChannelGraph, Group, Layer, Member
 
@@ -51,12 +53,19 @@ class Net:
     """
 
     name: str
-    graph: ChannelGraph
+    graph: ChannelGraph = field(compare=False)  # a LazyGraph until first read
     input_shape: tuple[int, ...]
     num_classes: int
     norm: str
     module: Callable[..., nn.Module]
     depthwise: str = "shifts"
+
+    def __getattribute__(self, attr: str) -> Any:
+        value = object.__getattribute__(self, attr)
+        if attr == "graph" and isinstance(value, LazyGraph):
+            value = value()
+            object.__setattr__(self, "graph", value)
+        return value
 
     def build(self, widths: Mapping[str, int]) -> nn.Module:
         """The Flax module at ``widths``."""
@@ -193,3 +202,92 @@ class GraphBuilder:
         groups = tuple(Group(n, g["size"], tuple(g["members"]), g["fixed"])
                        for n, g in self._groups.items())
         return ChannelGraph(groups, tuple(self._layers))
+
+
+# Build zoo graphs with subnets.graph.trace (the default) or the hand-written declarations.
+TRACE = os.environ.get("SUBNETS_ZOO_TRACE", "1") == "1"
+_GRAPHS: dict[tuple, ChannelGraph] = {}
+
+
+@dataclass(frozen=True)
+class LazyGraph:
+    """A zoo graph not traced yet: :class:`Net` traces it the first time ``net.graph`` is read."""
+
+    key: tuple
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    producers: tuple
+    declared: ChannelGraph | None = field(default=None, compare=False)
+
+    def __call__(self) -> ChannelGraph:
+        from subnets.graph import TraceError
+
+        try:
+            return traced_graph(self.key, self.module, self.input_shape, dict(self.producers))
+        except TraceError:
+            # An op the tracer does not support yet (GroupNorm): the declared graph.
+            if self.declared is None:
+                raise
+            _GRAPHS[self.key] = self.declared
+            return self.declared
+
+
+def lazy_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
+               producers: Mapping[str, str], declared: ChannelGraph | None = None
+               ) -> ChannelGraph | LazyGraph:
+    """The cached graph if this configuration was traced before, else a :class:`LazyGraph`."""
+    if not TRACE and declared is not None:
+        return declared
+    graph = _GRAPHS.get(key)
+    if graph is not None:
+        return graph
+    return LazyGraph(key, module, tuple(input_shape), tuple(sorted(producers.items())), declared)
+
+
+def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
+                 producers: Mapping[str, str]) -> ChannelGraph:
+    """The channel graph of ``module`` traced from its own ``apply``, cached per ``key``.
+
+    ``producers`` names each group after the first layer that writes it: ``{module name:
+    group}`` (e.g. ``{"dense0": "h0"}``; the tracer's default name is that module's name), which
+    keeps the zoo's historic group names. ``key`` identifies (model, classes, input shape, norm), so
+    ``zoo.create`` traces each configuration once per process.
+    """
+    graph = _GRAPHS.get(key)
+    if graph is None:
+        from subnets.graph import TraceError, trace
+
+        shape = (2,) + tuple(input_shape)
+        # The trace needs the arrays' shapes, not their values: zeros of eval_shape cost
+        # milliseconds where compiling the initialiser costs seconds. The zoo's graphs are
+        # verified against the modules by the tests (traced == declared, slice == mask), so
+        # the per-call run() check is skipped here.
+        shapes = jax.eval_shape(lambda k: module.init(k, jnp.zeros(shape, jnp.float32),
+                                                      train=False), jax.random.key(0))
+        # NumPy zeros: jnp.zeros would dispatch (and compile) one broadcast per shape.
+        variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        x = np.zeros(shape, np.float32)
+        apply = functools.partial(_eval_apply, module)
+        train = functools.partial(_train_apply, module) if "batch_stats" in variables else None
+        try:  # ``producers`` names each group's first producer: the tracer's default names
+            graph = trace(apply, variables, x, names=dict(producers), train_apply_fn=train,
+                          verify=False)
+        except TraceError:
+            raise
+        except ValueError:  # a default the table did not foresee: name by any producer
+            first = trace(apply, variables, x, verify=False)
+            names = {grp.name: producers[lay.path[1]] for grp in first.groups
+                     for lay in first.producers(grp.name) if lay.path[1] in producers}
+            graph = trace(apply, variables, x, names={k: v for k, v in names.items() if k != v},
+                          train_apply_fn=train, verify=False)
+        _GRAPHS[key] = graph
+    return graph
+
+
+def _eval_apply(module: nn.Module, variables: Mapping, x: jax.Array) -> jax.Array:
+    return module.apply(variables, x, train=False)
+
+
+def _train_apply(module: nn.Module, variables: Mapping, x: jax.Array) -> tuple:
+    logits, upd = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    return logits, upd["batch_stats"]

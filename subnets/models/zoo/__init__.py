@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from subnets.zoo.common import NORMS, Net
-from subnets.zoo.kws import CNNConfig, DNNConfig, DSCNNConfig, make_cnn, make_dnn, make_dscnn
-from subnets.zoo.resnet import PreResNetConfig, make_preresnet
-from subnets.zoo.vgg import VGGConfig, make_vgg
+from subnets.models.zoo.common import NORMS, Net
+from subnets.models.zoo.kws import CNNConfig, DNNConfig, DSCNNConfig, make_cnn, make_dnn, make_dscnn
+from subnets.models.zoo.resnet import PreResNetConfig, make_preresnet
+from subnets.models.zoo.vgg import VGGConfig, make_vgg
 
-__all__ = ["NAMES", "NORMS", "Net", "create"]
+__all__ = ["NAMES", "NORMS", "Net", "create", "default_classes", "from_meta"]
 
 KWS_FLAT = (250,)
 KWS_MAP = (49, 10, 1)
@@ -48,14 +48,32 @@ _REGISTRY: dict[str, tuple[Callable, object, tuple, str]] = {
 
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
+# Class counts of the data sets the papers use: 12 keywords (Speech Commands) for the KWS
+# models, 10 classes (CIFAR-10, Fashion-MNIST) for the vision ones.
+_DEFAULT_CLASSES = {n: 12 if _REGISTRY[n][2] in (KWS_FLAT, KWS_MAP) else 10 for n in NAMES}
 
-def create(name: str, *, num_classes: int, input_shape: tuple[int, ...] | None = None,
+
+def default_classes(name: str) -> int:
+    """The class count ``name`` is usually trained with (12 for KWS models, 10 for vision)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(NAMES)}")
+    return _DEFAULT_CLASSES[name]
+
+
+def from_meta(meta: dict) -> Net:
+    """The zoo model a version-1 saved file names (``model``, ``num_classes``, ``input_shape``,
+    ``norm`` keys): how files written before graphs were stored still load."""
+    return create(str(meta["model"]), num_classes=int(meta["num_classes"]),
+                  input_shape=tuple(int(s) for s in meta["input_shape"]), norm=meta.get("norm"))
+
+
+def create(name: str, *, num_classes: int | None = None, input_shape: tuple[int, ...] | None = None,
            norm: str | None = None) -> Net:
     """Build a zoo network.
 
     Args:
         name: one of :data:`NAMES`.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs (default: :func:`default_classes`).
         input_shape: one example's shape without the batch axis (default: the model's own,
             e.g. 49x10x1 for KWS CNNs; DNNs flatten whatever they get).
         norm: ``"batch"``, ``"group"``, ``"instance"`` or ``"none"`` (default: the model's own).
@@ -65,6 +83,8 @@ def create(name: str, *, num_classes: int, input_shape: tuple[int, ...] | None =
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(NAMES)}")
+    if num_classes is None:
+        num_classes = _DEFAULT_CLASSES[name]
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     builder, cfg, default_shape, default_norm = _REGISTRY[name]

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
-from subnets.zoo.common import (
+from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
     check_norm,
     conv_out_size,
     in_member,
+    lazy_graph,
     norm_layer,
     norm_members,
     out_members,
@@ -81,5 +82,10 @@ def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str
     b.add(prev, in_member("classifier", ndim=2))
     b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
     b.layer("classifier", "dense", prev, "out")
-    return Net(name, b.build(), tuple(input_shape), num_classes, norm,
+    sizes = [item for item in cfg.plan if item != "M"]
+    widths = {f"v{i}": size for i, size in enumerate(sizes)}
+    module = VGG(cfg, width_items(widths), num_classes, norm)
+    graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
+                       input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))}, b.build())
+    return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: VGG(cfg, width_items(w), num_classes, norm))

@@ -78,7 +78,6 @@ def cpsat_solve(pb: ChainProblem, im: dict, budget: float, lo: np.ndarray, hi: n
                 seconds: float, workers: int) -> dict:
     """CP-SAT on the coupled model: integer widths, products, element-table values."""
     from ortools.sat.python import cp_model
-
     from subnets.kernels.knapsack import FEAS_RTOL, evaluate_chain
 
     t0 = time.perf_counter()
@@ -128,8 +127,9 @@ def dp_solve(pb: ChainProblem, budget: float, lo: np.ndarray,
 
 
 def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]) -> dict:
-    from subnets import cost, zoo
     from subnets.kernels.knapsack import evaluate_chain
+
+    from subnets import cost, zoo
     from subnets.nested import chain_problem, select_widths
 
     net = zoo.create(name, num_classes=12)
@@ -242,9 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"--modes: unknown mode {m!r}")
     budgets = sorted(float(b) for b in args.budgets.split(","))
 
-    from tqdm import tqdm
-
     from subnets.kernels.knapsack import solve_chain
+    from tqdm import tqdm
 
     # Compile (or load from cache) the Numba kernels outside every timed call.
     t0 = time.perf_counter()

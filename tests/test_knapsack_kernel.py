@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from subnets.kernels.knapsack import (
     FEAS_RTOL,
     brute_force_chain,

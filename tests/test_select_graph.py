@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from subnets import cost
 from subnets.kernels.knapsack import (
     FEAS_RTOL,
     TooWideError,
@@ -27,6 +25,8 @@ from subnets.kernels.knapsack import (
     solve_chain,
     solve_graph,
 )
+
+from subnets import cost
 from subnets.nested.select import select_widths
 from subnets.zoo.resnet import PreResNetConfig, make_preresnet
 

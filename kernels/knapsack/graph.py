@@ -20,9 +20,9 @@ least remaining cost (a backward min-plus pass over the states) and by Lagrangia
 (cutting-plane dual search, greedy fill, the DP on a small box around the incumbent). The order is
 greedy: from every start vertex, repeatedly take the vertex that leaves the smallest frontier
 (then the smallest bag ``F_{t-1} + {t}``); keep the order with the least total work. A chain
-gives the chain order and bags of two. Where the widest bag would exceed ``max_states`` combinations, the error names its
-groups; :func:`lagrangian_graph` is the explicit fallback, returning a feasible answer and its
-optimality gap.
+gives the chain order and bags of two. Where the widest bag would exceed ``max_states``
+combinations, the error names its groups; :func:`lagrangian_graph` is the explicit fallback,
+returning a feasible answer and its optimality gap.
 
 Ties and numerics as in the chain solver: feasibility within ``FEAS_RTOL``; among optimal
 assignments the one of lowest cost (resource 0 first, ...); among assignments equal in value and

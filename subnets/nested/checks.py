@@ -143,3 +143,93 @@ def check_min_fraction(min_fraction: Any) -> float:
     if x is None or not 0.0 <= x <= 1.0:
         raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
     return x
+
+
+def check_graph_supported(net: Any, *, max_states: int | None = None) -> None:
+    """Raise (naming the groups) if no exact width knapsack can handle the net's graph.
+
+    Chains always can; other graphs need a path decomposition whose widest bag stays within
+    ``max_states`` width combinations. Cheap: no table is built.
+    """
+    from subnets.kernels.knapsack import MAX_STATES, decompose
+
+    graph = net.graph
+    free = [g.name for g in graph.free]
+    if not free:
+        raise ValueError("the model has no free channel group: nothing to nest")
+    pos = {n: i for i, n in enumerate(free)}
+    edges = sorted({(min(pos[la.in_group], pos[la.out_group]),
+                     max(pos[la.in_group], pos[la.out_group])) for la in graph.layers
+                    if la.in_group in pos and la.out_group in pos
+                    and la.in_group != la.out_group})
+    sizes = [graph[n].size for n in free]
+    _, bags = decompose(np.array(edges, np.int64).reshape(-1, 2), sizes)
+    widest = max(bags, key=lambda b: math.prod(sizes[u] for u in b))
+    n = math.prod(sizes[u] for u in widest)
+    limit = MAX_STATES if max_states is None else max_states
+    if n > limit:
+        raise ValueError(f"the exact width knapsack cannot handle this model: its widest bag of "
+                         f"groups {[free[u] for u in widest]} has {n:,} width combinations "
+                         f"(limit {limit:,}); use select_widths(..., heuristic='lagrangian')")
+
+
+def check_nest_args(args: Any) -> tuple[float, ...]:
+    """Validate ``subnets nest`` arguments before any data is loaded or model trained.
+
+    Checks the model against the method (the width knapsack must handle its graph;
+    ``--objective kernels`` needs ``--score taylor``), the budgets (fractions in ``(0, 1]`` or
+    amounts with a unit such as ``2e6macs``), ``--distill`` in ``[0, 1]``, ``--min-units >= 1``,
+    ``--min-fraction`` in ``[0, 1]`` and ``--limit`` against ``--batch-size``.
+
+    Returns:
+        The budgets as fractions of the full model's resource.
+    """
+    from subnets import data, zoo
+
+    for name in ("epochs", "finetune_epochs", "score_batches"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (isinstance(args.distill, numbers.Real) and 0.0 <= args.distill <= 1.0):
+        raise ValueError(f"--distill must be in [0, 1] (the weight of the full level's "
+                         f"predictions), got {args.distill}")
+    if args.min_units < 1:
+        raise ValueError(f"--min-units must be >= 1 (every group keeps a unit), got "
+                         f"{args.min_units}")
+    if not 0.0 <= args.min_fraction <= 1.0:
+        raise ValueError(f"--min-fraction must be in [0, 1], got {args.min_fraction}")
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        if args.limit < args.batch_size:
+            raise ValueError(f"--limit {args.limit} is below --batch-size {args.batch_size}: "
+                             f"not one full training batch; lower --batch-size or raise --limit")
+    if args.objective == "kernels" and args.score != "taylor":
+        raise ValueError(f"--objective kernels needs --score taylor (per-kernel |w*g| scores), "
+                         f"got --score {args.score}")
+    name = args.data
+    resolve = getattr(data, "resolve", None)
+    if resolve is not None:
+        name = resolve(name, data_dir=args.data_dir)
+    if hasattr(name, "name"):
+        name = name.name
+    meta = data.info(name)
+    net = zoo.create(args.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
+    check_graph_supported(net)
+    budgets = check_budget_list(list(args.budgets))
+    resource = args.resource
+    full = float(_full(net, resource))
+    out = []
+    for b in budgets:
+        (amount,) = parse_budget(b, (resource,), {resource: full})
+        if amount > full * (1 + 1e-12):
+            raise ValueError(f"budget {b!r} is above the full model's {resource} ({full:,.0f})")
+        out.append(amount / full)
+    return tuple(out)
+
+
+def _full(net: Any, resource: str) -> float:
+    from subnets import cost
+
+    return cost.macs(net) if resource == "macs" else cost.params(net)

@@ -145,6 +145,14 @@ def check_min_fraction(min_fraction: Any) -> float:
     return x
 
 
+def floors(sizes: np.ndarray, min_units: int, min_fraction: float) -> np.ndarray:
+    """Per group, the fewest units a level may keep (before capping at the group's size)."""
+    min_units = check_min_units(min_units)
+    min_fraction = check_min_fraction(min_fraction)
+    frac = np.ceil(min_fraction * np.asarray(sizes) - 1e-9).astype(np.int64)
+    return np.maximum(frac, min_units)
+
+
 def check_graph_supported(net: Any, *, max_states: int | None = None) -> None:
     """Raise (naming the groups) if no exact width knapsack can handle the net's graph.
 

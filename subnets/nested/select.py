@@ -53,6 +53,7 @@ from subnets.nested.checks import (
     check_min_fraction,
     check_min_units,
     check_scores,
+    floors,
     parse_budget,
 )
 from subnets.nested.tables import graph_problem, param_terms, prefix_values, total
@@ -229,7 +230,7 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
     CP = np.stack([t.CP for t in tables])
     K = np.array([t.K for t in tables])
     sizes = np.array([graph[n].size for n in chain], np.int64)
-    floor = np.minimum(_floors(sizes, min_units, min_fraction), sizes)
+    floor = np.minimum(floors(sizes, min_units, min_fraction), sizes)
     full = {r: total(net, r) for r in resources}
     return ChainProblem(chain, U, P, CU, CP, K, sizes, floor, full)
 
@@ -349,14 +350,6 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
     if return_info:
         return levels, [infos[i] for i in range(len(budgets))]
     return levels
-
-
-def _floors(sizes: np.ndarray, min_units: int, min_fraction: float) -> np.ndarray:
-    """Per group, the fewest units a level may keep (before capping at the group's size)."""
-    min_units = check_min_units(min_units)
-    min_fraction = check_min_fraction(min_fraction)
-    frac = np.ceil(min_fraction * sizes - 1e-9).astype(np.int64)
-    return np.maximum(frac, min_units)
 
 
 def _infeasible_message(budget, vec, resources, full, evaluate, lo, floor, order):

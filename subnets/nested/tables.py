@@ -29,7 +29,7 @@ import numpy as np
 
 from subnets import cost as _cost
 from subnets.graph import Path
-from subnets.nested.checks import RESOURCES, check_scores
+from subnets.nested.checks import RESOURCES, check_scores, floors
 
 
 def param_terms(net: Any) -> list[tuple[float, list[str], str]]:
@@ -158,8 +158,6 @@ def graph_problem(net: Any, scores: Mapping[str, Any], *,
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 3.3.
     """
-    from subnets.nested.select import _floors
-
     if cost not in ("coupled", "full_fanin"):
         raise ValueError(f"cost must be 'coupled' or 'full_fanin', got {cost!r}")
     resources = (resource,) if isinstance(resource, str) else tuple(resource)
@@ -196,7 +194,7 @@ def graph_problem(net: Any, scores: Mapping[str, Any], *,
     CP = np.stack(bld.CP, axis=1) if E else np.zeros((len(resources), 0, N1, N1))
     if P is not None and P.shape[0] < E:
         P = np.concatenate([P, np.zeros((E - P.shape[0], N1, N1))])
-    floor = np.minimum(_floors(sizes, min_units, min_fraction), sizes)
+    floor = np.minimum(floors(sizes, min_units, min_fraction), sizes)
     full = {r: total(net, r) for r in resources}
     return GraphProblem(names, edges, U, P, bld.CU, CP, bld.K.copy(), sizes, floor, full)
 

@@ -74,9 +74,9 @@ def chain_order(graph: ChannelGraph) -> list[str]:
         a, b = layer.in_group, layer.out_group
         if a in pos and b in pos and pos[b] - pos[a] not in (0, 1):
             raise ValueError(
-                f"select_widths needs a chain of channel groups; layer {'/'.join(layer.path)} "
-                f"joins {a!r} and {b!r}, which are not neighbours (a residual or branching "
-                f"graph; choose widths with a uniform fraction instead)")
+                f"not a chain of channel groups: layer {'/'.join(layer.path)} joins {a!r} and "
+                f"{b!r}, which are not neighbours (a residual or branching graph: "
+                f"select_widths solves it with the graph knapsack, see graph_problem)")
     return order
 
 

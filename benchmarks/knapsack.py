@@ -16,6 +16,11 @@ value must be >= CP-SAT's (the DP is exact) and <= CP-SAT's proven bound plus th
 scaled objective. Also reported: the reference's full-fan-in approximation
 (``select_widths(..., cost="full_fanin")``), its true MAC fraction and objective gap to the DP.
 
+Speed (``speed`` in the JSON): median CPU time of three nested solves after warm-up, DS-CNN-L
+with the chain kernel (what ``select_widths`` runs on chains), the graph kernel on the same chain
+and ``select_widths`` end to end (ratios to the chain kernel in the same run), and cPreResNet20
+(32x32x3, residual stages) through ``select_widths`` and the exact graph kernel.
+
 Score sets: ``uniform`` (U[0, 1), seed 0) and ``lognormal`` (sigma 1: heavy-tailed like Taylor
 scores of a trained net; a synthetic stand-in, training nine models is not cheap).
 
@@ -78,7 +83,6 @@ def cpsat_solve(pb: ChainProblem, im: dict, budget: float, lo: np.ndarray, hi: n
                 seconds: float, workers: int) -> dict:
     """CP-SAT on the coupled model: integer widths, products, element-table values."""
     from ortools.sat.python import cp_model
-
     from subnets.kernels.knapsack import FEAS_RTOL, evaluate_chain
 
     t0 = time.perf_counter()
@@ -128,8 +132,9 @@ def dp_solve(pb: ChainProblem, budget: float, lo: np.ndarray,
 
 
 def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]) -> dict:
-    from subnets import cost, zoo
     from subnets.kernels.knapsack import evaluate_chain
+
+    from subnets import cost, zoo
     from subnets.nested import chain_problem, select_widths
 
     net = zoo.create(name, num_classes=12)
@@ -174,6 +179,75 @@ def run_model(name: str, kind: str, args, budgets: list[float], modes: list[str]
                 lo = w
         res[mode] = rows
     return res
+
+
+def _cpu_ms(fn, repeats: int) -> float:
+    """Median CPU time of ``fn()`` in ms (process time: fair on a shared machine), warm."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append(1e3 * (time.process_time() - t0))
+    return float(np.median(times))
+
+
+def speed(args, budgets: list[float]) -> dict:
+    """CPU time of three nested solves: DS-CNN-L (chain) and cPreResNet20 (residual graph).
+
+    On DS-CNN-L the chain kernel (the solver ``select_widths`` uses on chains, unchanged) is the
+    reference; the graph kernel solves the same chain for comparison, and ``select_widths``
+    adds table building and checks. cPreResNet20 goes through the graph kernel.
+    """
+    from subnets.kernels.knapsack import solve_chain, solve_graph
+
+    from subnets import cost, zoo
+    from subnets.nested import chain_problem, select_widths
+    from subnets.nested.tables import graph_problem
+
+    out: dict = {"repeats": args.speed_repeats, "clock": "process_time (CPU)"}
+    net = zoo.create("ds-cnn-l", num_classes=12)
+    scores = make_scores(net, "uniform", args.seed)
+    pb = chain_problem(net, scores, min_units=args.min_units)
+    gp = graph_problem(net, scores, min_units=args.min_units)
+
+    def nested(solve):
+        lo, res = pb.floor.copy(), []
+        for f in budgets:
+            lo = solve(f * pb.full["macs"], lo)
+            res.append(lo)
+        return res
+
+    def chain():
+        return nested(lambda B, lo: solve_chain(pb.U, None, pb.CU, pb.CP, pb.K, B, lo,
+                                                pb.sizes)[0])
+
+    def graph():
+        return nested(lambda B, lo: solve_graph(gp.U, None, gp.CU, gp.CP, gp.K, B, lo,
+                                                gp.sizes, gp.edges)[0])
+
+    r = args.speed_repeats
+    c_ms = _cpu_ms(chain, r)
+    g_ms = _cpu_ms(graph, r)
+    s_ms = _cpu_ms(lambda: select_widths(net, scores, budgets, min_units=args.min_units), r)
+    v_chain = [float(pb.U[np.arange(len(w)), w].sum()) for w in chain()]
+    v_graph = [float(gp.U[np.arange(len(w)), w].sum()) for w in graph()]
+    out["ds-cnn-l"] = {"chain_kernel_ms": c_ms, "graph_kernel_ms": g_ms,
+                       "select_widths_ms": s_ms, "graph_over_chain": g_ms / c_ms,
+                       "select_over_chain": s_ms / c_ms,
+                       "values_agree": bool(np.allclose(v_chain, v_graph, rtol=1e-12))}
+    res = zoo.create("cpreresnet20", num_classes=10, input_shape=(32, 32, 3))
+    rs = make_scores(res, "uniform", args.seed)
+    levels, info = select_widths(res, rs, budgets, min_units=args.min_units, return_info=True)
+    full = cost.macs(res)
+    out["cpreresnet20"] = {
+        "select_widths_ms": _cpu_ms(lambda: select_widths(res, rs, budgets,
+                                                          min_units=args.min_units), r),
+        "true_frac": [cost.macs(res, w) / full for w in levels],
+        "values": [i["value"] for i in info], "solver": info[0]["solver"],
+        "nested": all(a[g] <= b[g] for a, b in zip(levels, levels[1:], strict=False)
+                      for g in a)}
+    return out
 
 
 def check(results: dict, tol_rel: float = 1e-9) -> list[str]:
@@ -227,6 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cp-sat-seconds", type=float, default=60.0)
     p.add_argument("--cp-sat-workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="DP runs per case (median)")
+    p.add_argument("--speed-repeats", type=int, default=31,
+                   help="runs of the three-budget speed cases (median CPU time)")
     p.add_argument("--min-units", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="PNG of solve times (log axis)")
@@ -237,14 +313,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         models = [m for m in models if m.endswith("-s")]
         kinds, modes, args.cp_sat_seconds, args.repeats = kinds[:1], ["nested"], 3.0, 3
+        args.speed_repeats = min(args.speed_repeats, 5)
     for m in modes:
         if m not in ("nested", "independent"):
             raise ValueError(f"--modes: unknown mode {m!r}")
     budgets = sorted(float(b) for b in args.budgets.split(","))
 
-    from tqdm import tqdm
-
     from subnets.kernels.knapsack import solve_chain
+    from tqdm import tqdm
 
     # Compile (or load from cache) the Numba kernels outside every timed call.
     t0 = time.perf_counter()
@@ -257,7 +333,11 @@ def main(argv: list[str] | None = None) -> dict:
         res = run_model(name, kind, args, budgets, modes)
         results.setdefault(kind, {})[name] = res
     bad = check(results)
+    fast = speed(args, budgets)
+    if not fast["ds-cnn-l"]["values_agree"]:
+        bad.append("ds-cnn-l: graph kernel and chain kernel disagree")
     out = {"benchmark": "knapsack", "quick": args.quick, "budgets": budgets, "modes": modes,
+           "speed": fast,
            "cp_sat_seconds": args.cp_sat_seconds, "cp_sat_workers": args.cp_sat_workers,
            "numba_warmup_s": warm_s, "violations": bad, "results": results}
     if args.out:

@@ -12,13 +12,20 @@ same epochs:
     norms are nearly flat within a layer, so the knapsack then prefers alternating widths
     (e.g. 63/8/64/4/64 for DS-CNN-S at 25%): a bottleneck that costs accuracy;
   * ``taylor_top_down``: Taylor order, top-down knapsack (largest budget first);
+  * ``uniform``: every group scaled by the same fraction, the largest whose true MACs fit the
+    budget (Taylor order decides which units), fine-tuned jointly like the others;
   * ``scratch``: every width of the ``taylor`` family trained alone from a fresh init for
     base + fine-tuning epochs (the 100% point is the base model).
 Every level is reported at its TRUE (coupled) MACs. Reference (REDS paper, DS-CNN-S, bottom-up):
 91.60/91.51/90.75/89.22 at 100/75/50/25% MACs, after 250 epochs of fine-tuning.
 
+With ``--model cpreresnet20`` (residual stages: the exact graph knapsack) the default variants are
+``taylor`` (knapsack widths), ``uniform`` and ``scratch``. ``--seeds 0,1,2`` repeats everything
+(base model included) per seed and reports the mean and standard deviation per level.
+
 Usage:
     python benchmarks/reds.py [--quick] [--out reds.png] [--train-limit N] [--epochs E]
+    python benchmarks/reds.py --model cpreresnet20 --data digits --seeds 0,1,2 [--quick]
 
 Prints one JSON object as the last stdout line; writes the accuracy-vs-MACs PNG to ``--out``.
 
@@ -39,7 +46,9 @@ from subnets.data import announce
 
 REFERENCE = {"macs_fraction": [1.0, 0.75, 0.5, 0.25], "accuracy": [91.60, 91.51, 90.75, 89.22]}
 VARIANTS = ("taylor", "l1", "l1_bn", "random", "l1_knapsack", "l1_bn_knapsack",
-            "random_knapsack", "taylor_top_down", "scratch")
+            "random_knapsack", "taylor_top_down", "uniform", "scratch")
+# Residual nets: the width comparison of the knapsack issue (knapsack vs uniform vs scratch).
+RESIDUAL_VARIANTS = ("taylor", "uniform", "scratch")
 DEFAULT_VARIANTS = ("taylor", "l1", "l1_bn", "random", "l1_knapsack", "taylor_top_down",
                     "scratch")
 ORDER_ONLY = ("l1", "l1_bn", "random")  # at the widths REDS (taylor) chose
@@ -59,9 +68,11 @@ def _parse(argv):
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--score-batches", type=int, default=100)
-    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+    p.add_argument("--variants", default=None,
                    help=f"comma-separated, from {','.join(VARIANTS)}")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (overrides --seed); the "
+                   "JSON then holds per-seed results and mean/std per variant and level")
     p.add_argument("--out", default=None, help="PNG path for the accuracy-vs-MACs plot")
     args = p.parse_args(argv)
     args.data = announce(args.data)
@@ -73,6 +84,9 @@ def _parse(argv):
         args.batch_size, args.score_batches = 64, 2
         args.budgets = "0.25,0.5"
     args.model = args.model or "ds-cnn-s"
+    if args.variants is None:
+        args.variants = ",".join(RESIDUAL_VARIANTS if "resnet" in args.model
+                                 else DEFAULT_VARIANTS)
     return args
 
 
@@ -99,20 +113,86 @@ def _taylor_levels(cfg, net, base, train, budgets):
     return pipeline.build_family(net, base, scores, budgets).levels
 
 
-def _plot(results: dict, path: str, title: str) -> None:
+def _uniform_levels(net, budgets, min_units: int = 2):
+    """Per budget, every group at ``max(min_units, floor(f * size))`` for the largest ``f`` whose
+    true MACs fit (bisection on ``f``); nested because the widths grow with ``f``."""
+    from subnets import cost
+
+    full = cost.macs(net)
+    free = net.graph.free
+
+    def widths(f):
+        return {g.name: min(g.size, max(min_units, int(f * g.size + 1e-9))) for g in free}
+
+    out = []
+    for b in sorted(budgets):
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if cost.macs(net, widths(mid)) <= b * full:
+                lo = mid
+            else:
+                hi = mid
+        out.append(widths(lo))
+    return out
+
+
+def _plot(results: dict, path: str, title: str, spread: dict | None = None) -> None:
     from subnets._plot import figure
 
     with figure(path, xlabel="true MACs (% of full)", ylabel="test accuracy (%)", title=title,
                 figsize=(6, 4)) as ax:
         for name, levels in results.items():
-            ax.plot([lv["macs_fraction"] * 100 for lv in levels],
-                    [lv["accuracy"] * 100 for lv in levels], "o-", label=name)
-        ax.plot([f * 100 for f in REFERENCE["macs_fraction"]], REFERENCE["accuracy"], "k:",
-                label="REDS paper (DS-CNN-S, 250 ep.)")
+            x = [lv["macs_fraction"] * 100 for lv in levels]
+            y = [lv["accuracy"] * 100 for lv in levels]
+            if spread:
+                ax.errorbar(x, y, yerr=[100 * e for e in spread[name]], fmt="o-", capsize=3,
+                            label=f"{name} (mean +- std)")
+            else:
+                ax.plot(x, y, "o-", label=name)
+        if spread is None:
+            ax.plot([f * 100 for f in REFERENCE["macs_fraction"]], REFERENCE["accuracy"], "k:",
+                    label="REDS paper (DS-CNN-S, 250 ep.)")
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
+    if args.seeds is None:
+        out = run_seed(args)
+        print(json.dumps(out))
+        return out
+    import numpy as np
+
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    png = args.out
+    runs = []
+    for seed in seeds:
+        args.seed, args.out = seed, None
+        runs.append(run_seed(args))
+    names = list(runs[0]["results"])
+    mean, std = {}, {}
+    for name in names:
+        acc = np.array([[lv["accuracy"] for lv in r["results"][name]] for r in runs])
+        frac = np.array([[lv["macs_fraction"] for lv in r["results"][name]] for r in runs])
+        mean[name] = [{"budget": lv["budget"], "macs_fraction": float(f), "accuracy": float(a),
+                       "accuracy_std": float(e)}
+                      for lv, f, a, e in zip(runs[0]["results"][name], frac.mean(0),
+                                             acc.mean(0), acc.std(0), strict=True)]
+        std[name] = acc.std(0).tolist()
+    if png:
+        _plot(mean, png, f"{runs[0]['model']} on {runs[0]['data']}, "
+                         f"{runs[0]['train_examples']} train, seeds {seeds}", spread=std)
+    out = {**{k: runs[0][k] for k in ("benchmark", "model", "data", "quick", "train_examples",
+                                        "test_examples", "epochs", "finetune_epochs",
+                                        "budgets")},
+           "seeds": seeds, "mean": mean, "per_seed": [r["results"] for r in runs],
+           "timings": [r["timings"] for r in runs], "png": png}
+    print(json.dumps(out))
+    return out
+
+
+def run_seed(args) -> dict:
+    """One seed of the benchmark (base model, every variant); returns its JSON dict."""
     from subnets.nested import pipeline
 
     variants = [v for v in args.variants.split(",") if v]
@@ -146,7 +226,10 @@ def main(argv: list[str] | None = None) -> dict:
         order = "top_down" if name.endswith("top_down") else "bottom_up"
         vcfg = pipeline.NestConfig(**{**cfg.__dict__, "score": score, "order": order})
         fixed = None
-        if name in ORDER_ONLY:
+        if name == "uniform":
+            vcfg = pipeline.NestConfig(**{**cfg.__dict__, "score": "taylor"})
+            fixed = _uniform_levels(net, budgets)
+        elif name in ORDER_ONLY:
             if taylor_levels is None:
                 taylor_levels = _taylor_levels(cfg, net, base, train, budgets)
             fixed = taylor_levels[:-1]
@@ -197,7 +280,6 @@ def main(argv: list[str] | None = None) -> dict:
            "taylor_ge_l1_bn_ge_random_at_smallest": checks.get("l1_bn"),
            "reference": REFERENCE,
            "timings": timings, "png": args.out}
-    print(json.dumps(out))
     return out
 
 

@@ -44,3 +44,9 @@ def test_knapsack_benchmark_quick(tmp_path):
             if prev is not None:  # bottom-up levels are nested
                 assert all(a <= b for a, b in zip(prev, r["dp_widths"], strict=True))
             prev = r["dp_widths"]
+    sp = out["speed"]
+    assert sp["ds-cnn-l"]["values_agree"]
+    assert sp["ds-cnn-l"]["chain_kernel_ms"] > 0 and sp["ds-cnn-l"]["graph_kernel_ms"] > 0
+    rn = sp["cpreresnet20"]
+    assert rn["solver"] == "graph" and rn["nested"] and rn["select_widths_ms"] > 0
+    assert all(f <= b * (1 + 1e-9) for f, b in zip(rn["true_frac"], out["budgets"], strict=True))

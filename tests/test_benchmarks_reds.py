@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +38,27 @@ def test_reds_quick(tmp_path):
         for lv in levels:
             assert 0.0 <= lv["accuracy"] <= 1.0
             assert lv["macs_fraction"] <= lv["budget"] + 1e-9
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # trains cPreResNet20 on 512 digits, two seeds x three variants
+def test_reds_quick_residual_widths_two_seeds(tmp_path):
+    png = tmp_path / "reds_resnet.png"
+    out = _run("reds.py", "--model", "cpreresnet20", "--data", "digits", "--seeds", "0,1",
+               "--out", str(png))
+    assert out["model"] == "cpreresnet20" and out["seeds"] == [0, 1]
+    assert set(out["mean"]) == {"taylor", "uniform", "scratch"}
+    assert len(out["per_seed"]) == 2
+    for name, levels in out["mean"].items():
+        assert [lv["budget"] for lv in levels] == [0.25, 0.5, 1.0], name
+        for lv in levels:
+            assert lv["macs_fraction"] <= lv["budget"] + 1e-9
+            assert 0.0 <= lv["accuracy"] <= 1.0 and lv["accuracy_std"] >= 0.0
+    # the knapsack and scratch levels share widths; uniform widths differ from the knapsack's
+    for run in out["per_seed"]:
+        assert [lv["widths"] for lv in run["scratch"]] == [lv["widths"] for lv in run["taylor"]]
+        widths = run["uniform"][0]["widths"]
+        assert len({round(widths[g] / run["uniform"][-1]["widths"][g], 1) for g in widths}) <= 2
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

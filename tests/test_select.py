@@ -140,7 +140,13 @@ def test_budget_below_minimum_states_it():
         select_widths(net, scores, [0.001])
 
 
-def test_residual_graph_is_refused_with_the_layer_named():
+def test_residual_graph_is_no_chain_but_select_widths_solves_it():
     net = subnets.zoo.create("cpreresnet20", num_classes=10)
     with pytest.raises(ValueError, match="not neighbours"):
         chain_order(net.graph)
+    scores = {g.name: np.random.default_rng(6).random(g.size) for g in net.graph.free}
+    levels = select_widths(net, scores, [0.25, 0.5])
+    for w, f in zip(levels, [0.25, 0.5], strict=True):
+        assert cost.macs(net, w) <= f * cost.macs(net)
+        assert min(w.values()) >= 2
+    assert all(levels[0][g] <= levels[1][g] for g in levels[0])

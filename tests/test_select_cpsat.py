@@ -1,4 +1,4 @@
-"""select_widths (the exact chain DP) against OR-Tools CP-SAT on nested MAC budgets.
+"""select_widths (the exact chain and graph DPs) against OR-Tools CP-SAT on nested MAC budgets.
 
 CP-SAT's model is written here from the net's layer list, independently of the chain tables that
 select_widths builds: one integer width per free group, a product variable per layer between two
@@ -51,12 +51,22 @@ def _cpsat(net, scores, budget, lower, min_units, seconds):
     return out["widths"], out["optimal"]
 
 
-@pytest.mark.parametrize("name", ["dnn-s", "ds-cnn-s"])
+@pytest.mark.parametrize("name", [
+    "dnn-s", "ds-cnn-s",
+    # residual stages: the exact graph DP (path decomposition), at real sizes
+    pytest.param("cpreresnet20", marks=pytest.mark.slow)])
 def test_nested_dp_matches_cpsat(name):
-    net = zoo.create(name, num_classes=12)
+    budgets = [0.25, 0.5, 0.75]
+    if name == "cpreresnet20":
+        net = zoo.create(name, num_classes=10, input_shape=(32, 32, 3))
+        # Below 0.9 CP-SAT proves nothing in 20 s on this product model; nested above the 0.75
+        # level (a smaller box) it proves 0.9 and 0.97 in seconds.
+        budgets += [0.9, 0.97]
+    else:
+        net = zoo.create(name, num_classes=12)
     rng = np.random.default_rng(7)
     scores = {g.name: rng.random(g.size) for g in net.graph.free}
-    budgets = [0.25, 0.5, 0.75]
+    proven = 0
     levels = select_widths(net, scores, budgets, min_units=2)
     total = cost.macs(net)
     tol = len(net.graph.free) * 0.5 / SCALE + 1e-9
@@ -65,10 +75,14 @@ def test_nested_dp_matches_cpsat(name):
         budget = frac * total
         assert cost.macs(net, dp) <= budget
         # The same nested problem: CP-SAT's lower widths are the DP's previous level.
-        cs, optimal = _cpsat(net, scores, budget, lower, 2, seconds=8.0)
+        cs, optimal = _cpsat(net, scores, budget, lower, 2, seconds=20.0)
+        print(f"{name} budget {frac}: CP-SAT {'optimal' if optimal else 'not proven'}")
         assert cost.macs(net, cs) <= budget
         v_dp, v_cs = _value(scores, dp), _value(scores, cs)
         assert v_dp >= v_cs - 1e-9, (frac, dp, cs)
         if optimal:
+            proven += 1
             assert v_dp == pytest.approx(v_cs, abs=tol), (frac, dp, cs)
         lower = dp
+    assert proven > 0, "CP-SAT proved no level optimal: the comparison would be vacuous"
+

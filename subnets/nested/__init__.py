@@ -24,9 +24,11 @@ from subnets.nested.finetune import (
 )
 from subnets.nested.pipeline import NestConfig, build_family
 from subnets.nested.select import ChainProblem, chain_problem, select_widths
+from subnets.nested.tables import GraphProblem, graph_problem
 
 __all__ = [
     "ChainProblem",
+    "GraphProblem",
     "JointState",
     "JointTrainer",
     "NestConfig",
@@ -34,6 +36,7 @@ __all__ = [
     "chain_problem",
     "default_optimizer",
     "finetune",
+    "graph_problem",
     "level_weights",
     "make_joint_step",
     "select_widths",

@@ -1,10 +1,13 @@
 """REDS width selection: an exact knapsack over prefix widths, with the true coupled cost.
 
 After the importance permutation, keeping the best ``k`` units of a group means keeping its first
-``k``. The network's free groups form a chain (DNN, CNN, DS-CNN, VGG), so choosing one width per
-group under a MAC (and/or parameter) budget is the chain knapsack that
-:func:`subnets.kernels.knapsack.solve_chain` solves exactly. This module turns a net, importance
-scores and budgets into that kernel's tables:
+``k``. Where the network's free groups form a chain (DNN, CNN, DS-CNN, VGG), choosing one width
+per group under a MAC (and/or parameter) budget is the chain knapsack that
+:func:`subnets.kernels.knapsack.solve_chain` solves exactly; any other graph of groups (residual
+stages, branches that rejoin) is the graph knapsack of :func:`subnets.kernels.knapsack.solve_graph`,
+exact over a path decomposition of the groups' interaction graph (tables:
+:mod:`subnets.nested.tables`). This module turns a net, importance scores and budgets into the
+kernels' tables:
 
 * values ``U[g, w]`` are prefix sums of the group's scores sorted in descending order;
   with ``objective="kernels"`` (REDS' generalised DS-CNN objective) the value of a pointwise
@@ -30,17 +33,32 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from subnets import cost as _cost
 from subnets.graph import ChannelGraph, Path
-from subnets.kernels.knapsack import solve_chain
+from subnets.kernels.knapsack import (
+    MAX_STATES,
+    evaluate_chain,
+    evaluate_graph,
+    lagrangian_graph,
+    solve_chain,
+    solve_graph,
+)
+from subnets.nested.checks import (
+    RESOURCES,
+    check_budget_list,
+    check_min_fraction,
+    check_min_units,
+    check_scores,
+    floors,
+    parse_budget,
+)
+from subnets.nested.tables import graph_problem, param_terms, prefix_values, total
 
-RESOURCES = ("macs", "params", "bytes")
+__all__ = ["RESOURCES", "ORDERS", "ChainProblem", "chain_order", "chain_problem", "select_widths"]
 ORDERS = ("bottom_up", "top_down", "independent")
 
 
@@ -56,9 +74,9 @@ def chain_order(graph: ChannelGraph) -> list[str]:
         a, b = layer.in_group, layer.out_group
         if a in pos and b in pos and pos[b] - pos[a] not in (0, 1):
             raise ValueError(
-                f"select_widths needs a chain of channel groups; layer {'/'.join(layer.path)} "
-                f"joins {a!r} and {b!r}, which are not neighbours (a residual or branching "
-                f"graph; choose widths with a uniform fraction instead)")
+                f"not a chain of channel groups: layer {'/'.join(layer.path)} joins {a!r} and "
+                f"{b!r}, which are not neighbours (a residual or branching graph: "
+                f"select_widths solves it with the graph knapsack, see graph_problem)")
     return order
 
 
@@ -78,7 +96,7 @@ class ChainTables:
             for layer in graph.layers:
                 self._add_layer(graph, layer, w, cost)
         else:  # "params", or "bytes" of an int8 model: one byte per parameter
-            for term in _param_terms(net):
+            for term in [t[:2] for t in param_terms(net)]:
                 self._add_term(*term, w)
 
     def _add_layer(self, graph, layer, w, cost):
@@ -116,28 +134,6 @@ class ChainTables:
             self.CP[i] += coeff * np.outer(w, w)
 
 
-def _param_terms(net: Any) -> list[tuple[float, list[str]]]:
-    """Each params array as ``coeff * prod(widths of the groups on its axes)``."""
-    graph = net.graph
-    by_path = graph.members_by_path()
-    shapes = _cost.array_shapes(net)
-    terms = []
-    for path, shape in shapes.items():
-        coeff, names = float(math.prod(shape)), []
-        for g, _m in by_path.get(path, ()):
-            if g.fixed:
-                continue
-            coeff /= g.size
-            names.append(g.name)
-        terms.append((coeff, names))
-    return terms
-
-
-def _prefix_values(scores: np.ndarray) -> np.ndarray:
-    s = np.sort(np.asarray(scores, np.float64))[::-1]
-    return np.concatenate([[0.0], np.cumsum(s)])
-
-
 def _kernel_values(graph, order, scores, kernel_scores, nmax):
     """P tables from per-kernel scores: 2-D prefix sums in importance order of both groups."""
     G, N = len(order), nmax + 1
@@ -163,12 +159,6 @@ def _kernel_values(graph, order, scores, kernel_scores, nmax):
         P[pos[a], : pre.shape[0], : pre.shape[1]] += pre
         covered.add(b)
     return P, covered
-
-
-def _budget_value(total: float, b: float, what: str) -> float:
-    if b <= 0:
-        raise ValueError(f"budget {b} for {what} must be positive")
-    return b * total if b <= 1.0 else float(b)
 
 
 class ChainProblem(NamedTuple):
@@ -219,20 +209,13 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
             raise ValueError(f"resource must be among {RESOURCES}, got {r!r}")
     graph = net.graph
     chain = chain_order(graph)
-    missing = [n for n in chain if n not in scores]
-    if missing:
-        raise ValueError(f"scores missing for groups {missing}")
-    sc = {n: np.asarray(scores[n], np.float64) for n in chain}
-    for n in chain:
-        if sc[n].shape != (graph[n].size,):
-            raise ValueError(f"scores for group {n!r} have shape {sc[n].shape}, "
-                             f"expected ({graph[n].size},)")
+    sc = check_scores(graph, scores, chain)
     tables = [ChainTables(net, chain, r, cost) for r in resources]
     nmax = tables[0].nmax
     G, N = len(chain), nmax + 1
     U = np.zeros((G, N))
     for i, n in enumerate(chain):
-        pre = _prefix_values(sc[n])
+        pre = prefix_values(sc[n])
         U[i, : pre.size] = pre
     P = None
     if objective == "kernels":
@@ -247,8 +230,8 @@ def chain_problem(net: Any, scores: Mapping[str, Any], *,
     CP = np.stack([t.CP for t in tables])
     K = np.array([t.K for t in tables])
     sizes = np.array([graph[n].size for n in chain], np.int64)
-    floor = np.minimum(_floors(sizes, min_units, min_fraction), sizes)
-    full = {r: _total(net, r) for r in resources}
+    floor = np.minimum(floors(sizes, min_units, min_fraction), sizes)
+    full = {r: total(net, r) for r in resources}
     return ChainProblem(chain, U, P, CU, CP, K, sizes, floor, full)
 
 
@@ -256,20 +239,28 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
                   resource: str | Sequence[str] = "macs", order: str = "bottom_up",
                   min_units: int = 2, objective: str = "units", cost: str = "coupled",
                   kernel_scores: Mapping[Path, Any] | None = None,
-                  min_fraction: float = 0.0) -> list[dict[str, int]]:
+                  min_fraction: float = 0.0, absolute: bool = False,
+                  heuristic: str | None = None, max_states: int = MAX_STATES,
+                  return_info: bool = False) -> Any:
     """Choose one width per free group for each budget, maximising kept importance.
 
+    Chains (DNN, CNN, DS-CNN) go to :func:`subnets.kernels.knapsack.solve_chain`; any other graph
+    of groups (residual stages, branches that rejoin) to the exact
+    :func:`subnets.kernels.knapsack.solve_graph` over a path decomposition of the groups'
+    interaction graph, with the same objective, costs, floors, orders and tie rule.
+
     Args:
-        net: a zoo net (or anything with ``graph``, ``init``; the graph must be a chain).
-        scores: ``{group: importance per unit}`` for every free group.
-        budgets: one entry per level: a fraction of the full network's resource (``<= 1``) or
-            an absolute amount (``> 1``); a tuple gives one budget per resource.
+        net: a model (anything with ``graph``).
+        scores: ``{group: importance per unit}`` for every free group (finite numbers).
+        budgets: a list, one entry per level: a fraction of the full network's resource in
+            ``(0, 1]``, or an amount with its unit (``"2e6 macs"``); a tuple gives one budget per
+            resource.
         resource: ``"macs"``, ``"params"``, ``"bytes"`` (int8 flash bytes), or a tuple of them
             constrained together.
         order: ``"bottom_up"`` (smallest budget first; each next level >= the previous in every
             group: REDS), ``"top_down"`` (largest first, each next level <= the previous), or
             ``"independent"`` (no nesting).
-        min_units: at least this many units in every group.
+        min_units: at least this many units (>= 1) in every group.
         min_fraction: and at least ``ceil(min_fraction * size)`` units in every group. The
             knapsack's objective is additive, so nearly flat scores (e.g. normalised L1 norms)
             let it trade one layer's units for another's freely and pick alternating wide and
@@ -278,71 +269,92 @@ def select_widths(net: Any, scores: Mapping[str, Any], budgets: Sequence[Any], *
             ``kernel_scores`` count every kept kernel instead of their output units).
         cost: ``"coupled"`` (exact) or ``"full_fanin"`` (the reference's MAC approximation).
         kernel_scores: ``{kernel path: [in, out] score matrix}`` for ``objective="kernels"``.
+        absolute: read bare numbers in ``budgets`` as absolute amounts.
+        heuristic: ``None`` (exact; a graph too wide for it is an error naming the groups of
+            the widest bag) or ``"lagrangian"`` (Lagrangian relaxation on a non-chain graph:
+            feasible, nested levels with a reported optimality gap; chains stay exact).
+        max_states: the widest bag (in width combinations) the exact graph DP accepts.
+        return_info: also return one dict per level: ``value`` (kept importance), ``bound``
+            (an upper bound on the optimum; equal to value when exact), ``gap``, ``exact``,
+            ``solver``.
 
     Returns:
-        One widths dict per budget, in the order given.
+        One widths dict per budget, in the order given (and the infos if ``return_info``).
 
     Raises:
         ValueError: for a budget below the smallest feasible network (the message states the
-            minimum), unknown groups, or a graph that is not a chain.
+            minimum), a bad budget, score or floor (the message names the value or group), or
+            a graph too wide for the exact DP.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if heuristic not in (None, "lagrangian"):
+        raise ValueError(f"heuristic must be None or 'lagrangian', got {heuristic!r}")
+    budgets = check_budget_list(budgets)
+    min_units = check_min_units(min_units)
+    min_fraction = check_min_fraction(min_fraction)
     resources = (resource,) if isinstance(resource, str) else tuple(resource)
-    pb = chain_problem(net, scores, resource=resources, objective=objective, cost=cost,
-                       kernel_scores=kernel_scores, min_units=min_units,
-                       min_fraction=min_fraction)
-    U, P, CU, CP, K, floor, full = pb.U, pb.P, pb.CU, pb.CP, pb.K, pb.floor, pb.full
-    chain, sizes = pb.order, pb.sizes
-
-    def budget_vec(b):
-        bs = tuple(b) if isinstance(b, tuple | list) else (b,) * len(resources)
-        if len(bs) != len(resources):
-            raise ValueError(f"budget {b} has {len(bs)} entries for resources {resources}")
-        return np.array([_budget_value(full[r], x, r) for r, x in zip(resources, bs,
-                                                                      strict=True)])
-
-    vecs = [budget_vec(b) for b in budgets]
+    kw = dict(resource=resources, objective=objective, cost=cost, kernel_scores=kernel_scores,
+              min_units=min_units, min_fraction=min_fraction)
+    try:
+        chain_order(net.graph)
+        is_chain = True
+    except ValueError:
+        is_chain = False
+    if is_chain:
+        pb = chain_problem(net, scores, **kw)
+        names, full = pb.order, pb.full
+    else:
+        gp = graph_problem(net, scores, **kw)
+        names, full = gp.names, gp.full
+    vecs = [np.array(parse_budget(b, resources, full, absolute=absolute)) for b in budgets]
     idx = list(range(len(budgets)))
     if order in ("bottom_up", "top_down"):
         idx.sort(key=lambda i: tuple(vecs[i]), reverse=(order == "top_down"))
+    if is_chain:
+        def solve(B, lo, hi):
+            w, v, c = solve_chain(pb.U, pb.P, pb.CU, pb.CP, pb.K, B, lo, hi)
+            return w, {"value": v, "bound": v, "gap": 0.0, "exact": True, "solver": "chain"}
+        floor, sizes = pb.floor, pb.sizes
+        evaluate = lambda w: evaluate_chain(pb.U, pb.P, pb.CU, pb.CP, pb.K, w)  # noqa: E731
+    else:
+        def solve(B, lo, hi):
+            args = (gp.U, gp.P, gp.CU, gp.CP, gp.K, B, lo, hi, gp.edges)
+            if heuristic == "lagrangian":
+                w, v, c, bound = lagrangian_graph(*args, names=gp.names)
+                return w, {"value": v, "bound": bound, "gap": bound - v,
+                           "exact": False, "solver": "lagrangian"}
+            w, v, c = solve_graph(*args, names=gp.names, max_states=max_states)
+            return w, {"value": v, "bound": v, "gap": 0.0, "exact": True, "solver": "graph"}
+        floor, sizes = gp.floor, gp.sizes
+        evaluate = lambda w: evaluate_graph(gp.U, gp.P, gp.CU, gp.CP, gp.K, w,  # noqa: E731
+                                            gp.edges)
     results: dict[int, dict[str, int]] = {}
+    infos: dict[int, dict] = {}
     lo, hi = floor.copy(), sizes.copy()
     for i in idx:
         try:
-            w, _, _ = solve_chain(U, P, CU, CP, K, vecs[i], lo, hi)
+            w, info = solve(vecs[i], lo, hi)
         except ValueError as e:
             if not str(e).startswith("infeasible"):
                 raise
-            raise ValueError(_infeasible_message(budgets[i], vecs[i], resources, full, U, P,
-                                                 CU, CP, K, lo, floor, order)) from None
-        results[i] = {n: int(w[j]) for j, n in enumerate(chain)}
+            raise ValueError(_infeasible_message(budgets[i], vecs[i], resources, full,
+                                                 evaluate, lo, floor, order)) from None
+        results[i] = {n: int(w[j]) for j, n in enumerate(names)}
+        infos[i] = info
         if order == "bottom_up":
             lo = np.asarray(w, np.int64)
         elif order == "top_down":
             hi = np.asarray(w, np.int64)
-    return [results[i] for i in range(len(budgets))]
+    levels = [results[i] for i in range(len(budgets))]
+    if return_info:
+        return levels, [infos[i] for i in range(len(budgets))]
+    return levels
 
 
-def _floors(sizes: np.ndarray, min_units: int, min_fraction: float) -> np.ndarray:
-    """Per group, the fewest units a level may keep (before capping at the group's size)."""
-    if not 0.0 <= float(min_fraction) <= 1.0:
-        raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
-    frac = np.ceil(float(min_fraction) * sizes - 1e-9).astype(np.int64)
-    return np.maximum(frac, max(1, int(min_units)))
-
-
-def _total(net: Any, resource: str) -> float:
-    if resource == "macs":
-        return float(_cost.macs(net))
-    return float(_cost.params(net))
-
-
-def _infeasible_message(budget, vec, resources, full, U, P, CU, CP, K, lo, floor, order):
-    from subnets.kernels.knapsack import evaluate_chain
-
-    _, c_min = evaluate_chain(U, P, CU, CP, K, floor)
-    _, c_lo = evaluate_chain(U, P, CU, CP, K, lo)
+def _infeasible_message(budget, vec, resources, full, evaluate, lo, floor, order):
+    _, c_min = evaluate(floor)
+    _, c_lo = evaluate(lo)
     parts = []
     for r, name in enumerate(resources):
         parts.append(f"{name}: budget {vec[r]:,.0f}, smallest network {c_min[r]:,.0f} "

@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from subnets.kernels._chain_dp import _lagrangian_solution
-
 if TYPE_CHECKING:
-    from subnets.kernels.knapsack import _Incumbent, _Problem
+    from .chain import _Incumbent, _Problem  # or the graph's problem: the same interface
 
 
 @numba.njit(cache=True)
@@ -115,7 +113,7 @@ class _Dual:
 
     def __call__(self, lam: np.ndarray) -> tuple[float, np.ndarray]:
         p = self.prob
-        v = _lagrangian_solution(*p.tables, p.has_p, lam, p.lo, p.hi, self.w, self.c)
+        v = p.lagrangian(lam, self.w, self.c)
         self.add(self.w, v, self.c)
         d = v - float(lam @ (self.c - self.shift))
         if d < self.best[0]:

@@ -1,6 +1,9 @@
-"""Compiled code that is not JAX: the Numba chain knapsack behind REDS.
+"""Compiled code that is not JAX, installed as ``subnets.kernels``.
 
-(The C runtime of the nested MCU artifact lives with its exporter, in ``subnets/export/c``.)
+* :mod:`subnets.kernels.knapsack`: the Numba width knapsacks behind REDS (chains, and graphs of
+  channel groups of small treewidth);
+* ``mcu/``: the C99 int8 runtime of the nested MCU artifact (package data, found with
+  ``importlib.resources.files("subnets.kernels") / "mcu"``).
 
 Example: two layers of up to 3 units; keeping ``w`` units of a layer is worth ``U[layer, w]``
 and the pair costs ``w0 * w1`` multiply-adds, so a budget of 4 keeps 2 units in each.
@@ -17,7 +20,7 @@ References:
     Corti et al., REDS (arXiv:2311.13349), Sec. 3.3 (the knapsack formulation).
 """
 
-from subnets.kernels.knapsack import (
+from .knapsack import (
     FEAS_RTOL,
     brute_force_chain,
     evaluate_chain,

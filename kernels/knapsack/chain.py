@@ -60,7 +60,8 @@ millions of labels (seconds to minutes) on 276-wide groups.
 
 Layout: this module validates the tables and holds the public API and the driver; the Numba
 kernels (evaluation, bound passes, greedy fill, the Pareto DP) are in
-:mod:`subnets.kernels._chain_dp`, the multiplier search in :mod:`subnets.kernels._chain_dual`.
+:mod:`subnets.kernels.knapsack._chain_dp`, the multiplier search in
+:mod:`subnets.kernels.knapsack._chain_dual`.
 
 References:
     Corti et al., "REDS: Resource-Efficient Deep Subnetworks for Dynamic Resource Constraints",
@@ -74,14 +75,15 @@ import itertools
 import numpy as np
 from numpy.typing import ArrayLike
 
-from subnets.kernels._chain_dp import (
+from ._chain_dp import (
     _bound_tables,
     _dp,
     _evaluate,
     _greedy_fill,
+    _lagrangian_solution,
     _min_remaining_cost,
 )
-from subnets.kernels._chain_dual import _dual_search, _prepare_bounds
+from ._chain_dual import _dual_search, _prepare_bounds
 
 FEAS_RTOL = 1e-9
 """Relative budget tolerance: feasible iff ``C_r <= B_r + FEAS_RTOL * max(1, |B_r|)``."""
@@ -156,6 +158,10 @@ class _Problem:
     @property
     def tables(self):
         return self.U, self.P, self.CU, self.CP, self.K
+
+    def lagrangian(self, lam: np.ndarray, w: np.ndarray, c: np.ndarray) -> float:
+        """Maximise ``V(w) - lam . C(w)`` over the box; fills ``w``, ``c``; returns ``V(w)``."""
+        return _lagrangian_solution(*self.tables, self.has_p, lam, self.lo, self.hi, w, c)
 
     def evaluate(self, w: np.ndarray) -> tuple[float, np.ndarray]:
         c = np.empty(self.R)

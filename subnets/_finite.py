@@ -15,7 +15,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,11 @@ class NonFiniteError(FloatingPointError, ValueError):
 def check_finite(loss: Any, *, step: int, epoch: int | None = None, what: str = "loss") -> None:
     """Raise :class:`NonFiniteError` naming ``step`` and ``epoch`` if ``loss`` is not finite.
 
-    ``loss`` is a scalar (Python, NumPy or JAX; a JAX scalar is fetched, which waits for its
-    step). ``step`` is 1-based, ``epoch`` 1-based.
+    ``loss`` is a scalar or a small vector (per-level losses) of Python, NumPy or JAX numbers
+    (a JAX value is fetched, which waits for its step). ``step`` and ``epoch`` are 1-based.
     """
-    value = float(loss)
-    if not math.isfinite(value):
+    value = np.asarray(loss)
+    if not np.isfinite(value).all():
         where = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
         raise NonFiniteError(f"non-finite {what} {value} at {where}: training stopped before "
                              "saving; lower the learning rate or check the data for NaN/inf")

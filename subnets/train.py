@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 
 
@@ -111,10 +112,11 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
     done = 0
-    for epoch_key in jax.random.split(key, epochs):
+    for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
             state, loss = step(state, xb, yb)
             done += 1
+            check_finite(loss, step=done, epoch=epoch)
             if on_step is not None:
                 on_step(done, state)
             if bar is not None:

@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -232,7 +231,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath) -> dict:
                             "dense_bytes": portfolio.dense_bytes(),
                             "file_bytes": (out / "portfolio.subnets").stat().st_size},
               "levels": rows}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
+    io.write_json(out / "metrics.json", _jsonable(result), nonfinite="null", indent=2)
     return result
 
 

@@ -37,11 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets import io
+from subnets import _checks, io
 from subnets.transforms import slice_widths
 
 FORMAT = "subnets.family"
 FORMAT_VERSION = 1
+MAX_LEVELS = 256  # a forged file must not make the loader compile thousands of levels
 
 
 def _complete(net: Any, level: Mapping[str, int], index: int) -> dict[str, int]:
@@ -172,6 +173,7 @@ class Family:
 
     def switch(self, level: int) -> None:
         """Make ``level`` the one ``family(x)`` runs: a lookup and a pointer change."""
+        level = _checks.level_index(level, len(self.levels))
         self._active = self._executables[level]
         self._level = level
 
@@ -263,6 +265,8 @@ class Family:
         if meta.get("version") != FORMAT_VERSION:
             raise io.FormatError(f"{os.fspath(path)}: family format version "
                                  f"{meta.get('version')!r}, this reader knows {FORMAT_VERSION}")
+        if not isinstance(meta.get("levels"), list) or not 1 <= len(meta["levels"]) <= MAX_LEVELS:
+            raise io.FormatError(f"{os.fspath(path)}: a family holds 1..{MAX_LEVELS} levels")
         if net is None:
             from subnets import zoo
 

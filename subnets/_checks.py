@@ -85,3 +85,14 @@ def level_index(level: Any, n: int) -> int:
     if not -n <= i < n:
         raise IndexError(f"level {i} out of range: this family has {n} levels (0..{n - 1})")
     return i % n
+
+
+def labels(y: Any, num_classes: int) -> None:
+    """Raise ValueError unless ``y`` holds integers in ``[0, num_classes)``."""
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        bad = arr[(arr < 0) | (arr >= num_classes)]
+        raise ValueError(f"labels must lie in [0, {num_classes}); found {bad.size} outside "
+                         f"(e.g. {int(bad[0])})")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from subnets import _checks
 from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 
@@ -105,6 +106,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     """
     if len(x) == 0:
         raise ValueError("fit: no training examples")
+    _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
     batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)

@@ -409,7 +409,8 @@ def _read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
             raise FormatError(f"{os.fspath(path)}: {size} bytes, over max_bytes={max_bytes}")
         chunks = []
         total = 0
-        while chunk := f.read(min(_CHUNK, max_bytes + 1 - total)):
+        # Each read asks for what fstat promised (+1 to notice growth), at most one chunk.
+        while chunk := f.read(min(_CHUNK, max_bytes + 1 - total, max(size - total, 0) + 1)):
             chunks.append(chunk)
             total += len(chunk)
             if total > max_bytes:  # the file grew since fstat

@@ -49,7 +49,8 @@ def test_other_data_is_refused(tmp_path):
     out = tmp_path / "run"
     with runs.start(out, "prune", {"seed": 0}) as r:
         r.check_data(runs.fingerprint([1, 2, 3]))
-    with runs.start(out, "prune", {"seed": 0}) as r, pytest.raises(RunError, match="different data"):
+    with (runs.start(out, "prune", {"seed": 0}) as r,
+          pytest.raises(RunError, match="different data")):
         r.check_data(runs.fingerprint([1, 2, 4]))
 
 

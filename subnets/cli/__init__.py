@@ -107,5 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(e, ValueError | KeyError | FileNotFoundError) else 1
 
 
+def entry() -> None:
+    """The console script: :func:`main`, then exit with its code.
+
+    After a reported error or Ctrl-C it leaves without interpreter shutdown: orbax's background
+    threads would otherwise print tracebacks ("Event loop is closed") after the one line.
+    """
+    rc = main()
+    if rc:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -290,3 +290,38 @@ def restore(directory: str | os.PathLike) -> tuple[Any, dict]:
             warnings.warn(f"skipping damaged checkpoint: {p}; using {d / name}", stacklevel=2)
         return jax.tree.map(np.asarray, tree), manifest["meta"]
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
+
+
+def save_state(directory: str | os.PathLike, state: Any, *, epoch: int, epochs: int,
+               meta: dict | None = None) -> None:
+    """Save a training state (any pytree of arrays) after ``epoch`` of ``epochs``, to resume.
+
+    The leaves are stored flat, in ``jax.tree.leaves`` order; :func:`restore_state` puts them
+    back into the structure of a freshly initialised state.
+    """
+    leaves = jax.tree.leaves(state)
+    save(directory, {f"{i:06d}": np.asarray(a) for i, a in enumerate(leaves)},
+         meta={**(meta or {}), "epoch": int(epoch), "epochs": int(epochs)})
+
+
+def restore_state(directory: str | os.PathLike, template: Any, *, epochs: int
+                  ) -> tuple[Any, int]:
+    """``(state, epochs_done)`` from :func:`save_state`, shaped and typed like ``template``.
+
+    Raises:
+        CheckpointError: the checkpoint belongs to a run of another length or structure.
+    """
+    tree, meta = restore(directory)
+    if meta.get("epochs") != epochs:
+        raise CheckpointError(f"{directory}: saved by a run of {meta.get('epochs')} epochs, this "
+                              f"one has {epochs}")
+    leaves = [tree[k] for k in sorted(tree)]
+    want = jax.tree.leaves(template)
+    if len(leaves) != len(want) or any(np.shape(a) != np.shape(b)
+                                       for a, b in zip(leaves, want, strict=False)):
+        raise CheckpointError(f"{directory}: holds a training state of another structure "
+                              "(different model or optimiser)")
+    state = jax.tree.unflatten(jax.tree.structure(template),
+                               [np.asarray(a, dtype=np.asarray(b).dtype)
+                                for a, b in zip(leaves, want, strict=True)])
+    return state, int(meta["epoch"])

@@ -223,3 +223,26 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
     assert runs.read_manifest(out)["status"] == "interrupted"
     r = _cli(*argv)
     assert r.returncode == 0, r.stderr
+
+
+def test_fit_resumes_after_an_interrupted_epoch_bit_identically(dnn, tmp_path):
+    net, v = dnn
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    kw = dict(epochs=3, batch_size=16, key=jax.random.key(1), progress=False)
+    ref = train.fit(net, v, x, y, **kw)
+
+    def stop(n, _):
+        if n == 8:  # inside epoch 2 (6 steps per epoch)
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(net, v, x, y, checkpoint_dir=ck, on_step=stop, **kw)
+    assert checkpoint.restore(ck)[1]["epoch"] == 1
+    out = train.fit(net, v, x, y, checkpoint_dir=ck, **kw)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(out), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(checkpoint.CheckpointError, match="run of 3 epochs, this one has 4"):
+        train.fit(net, v, x, y, checkpoint_dir=ck, **{**kw, "epochs": 4})

@@ -208,7 +208,8 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     variables = net.init(jax.random.fold_in(key, 0))
     if cfg.epochs > 0:
         variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                        key=jax.random.fold_in(key, 1), progress=progress, desc="base")
+                        key=jax.random.fold_in(key, 1), progress=progress, desc="base",
+                        checkpoint_dir=None if ck is None else ck.with_name("base_training"))
     if ck is not None:
         checkpoint.save(ck, variables, meta=identity)
     return jax.tree.map(np.asarray, variables), False
@@ -297,6 +298,8 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
         run.check_data(fingerprint(*train, *test))
     log(f"{cfg.model} on {cfg.data}: {len(train[0])} train / {len(test[0])} test examples")
     t = time.perf_counter()
+    if run is not None:
+        run.saved = f"the base training state after each finished epoch ({out / 'base_training'})"
     variables, loaded = train_base(cfg, net, train, out, progress=progress)
     base_s = time.perf_counter() - t
     if run is not None:

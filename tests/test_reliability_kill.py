@@ -103,3 +103,24 @@ def test_nest_killed_anywhere_resumes_to_the_same_family(tmp_path, nest_ref, fau
         np.testing.assert_array_equal(a, b)
     assert [lv["accuracy"] for lv in metrics["levels"]] == \
         [lv["accuracy"] for lv in nest_ref[1]["levels"]]
+
+
+PRUNE = ["prune", "--method", "pai", "--model", "dnn-s", "--data", "digits", "--density",
+         "0.5,0.3", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--quiet"]
+
+
+def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _cli([*PRUNE, "--out", str(ref)]).returncode == 0
+    r = _cli([*PRUNE, "--out", str(out)], fault="after_pointer@1")  # level_0 committed
+    assert r.returncode == -9, r.stderr
+    assert checkpoint.exists(out / "checkpoints" / "level_0")
+    assert not checkpoint.exists(out / "checkpoints" / "level_1")
+    r = _cli([*PRUNE, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    for name in ("level_0", "level_1"):
+        a, meta_a = io.load(ref / f"{name}.subnets")
+        b, meta_b = io.load(out / f"{name}.subnets")
+        assert meta_a == meta_b
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)

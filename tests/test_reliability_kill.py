@@ -124,3 +124,24 @@ def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
         assert meta_a == meta_b
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+DEMO = ["demo", "--model", "dnn-s", "--data", "digits", "--limit", "512", "--epochs", "3",
+        "--batch-size", "64", "--json"]
+
+
+def test_demo_killed_mid_training_resumes_bit_identically(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _cli([*DEMO, "--out", str(ref)]).returncode == 0
+    r = _cli([*DEMO, "--out", str(out)], fault="after_manifest@2")  # inside epoch 2's save
+    assert r.returncode == -9, r.stderr
+    assert checkpoint.restore(out / "checkpoint")[1]["epoch"] == 1
+    r = _cli([*DEMO, "--out", str(out), "--resume"])
+    assert r.returncode == 0, r.stderr
+    a, _ = checkpoint.restore(ref / "checkpoint")
+    b, _ = checkpoint.restore(out / "checkpoint")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    ra = json.loads((ref / "report.json").read_text())
+    rb = json.loads((out / "report.json").read_text())
+    assert ra["test_accuracy"] == rb["test_accuracy"]

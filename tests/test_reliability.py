@@ -246,3 +246,30 @@ def test_fit_resumes_after_an_interrupted_epoch_bit_identically(dnn, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(checkpoint.CheckpointError, match="run of 3 epochs, this one has 4"):
         train.fit(net, v, x, y, checkpoint_dir=ck, **{**kw, "epochs": 4})
+
+
+def test_a_reused_out_of_another_command_or_config_is_refused(tmp_path, capsys):
+    from subnets.cli import main
+
+    prune_dir = tmp_path / "prune"
+    with runs.start(prune_dir, "prune", {"seed": 0}):
+        (prune_dir / "metrics.json").write_text('{"levels": []}')
+    rc = main(["nest", "--model", "dnn-s", "--data", "digits", "--out", str(prune_dir),
+               "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "command ('prune' in the folder, 'nest' now)" in err and len(err.splitlines()) == 1
+    assert (prune_dir / "metrics.json").read_text() == '{"levels": []}'  # untouched
+
+    lcs = [*LCS, "--epochs", "1", "--out", str(tmp_path / "lcs")]
+    from subnets.cli import build_parser
+    from subnets.cli._run import config_of
+
+    with runs.start(tmp_path / "lcs", "subspace", config_of(build_parser().parse_args(lcs))):
+        pass  # as an earlier `subspace` run (unstructured, seed 0) left it
+    rc = main([*lcs[:-2], "--seed", "9", "--compression", "structured", "--out",
+               str(tmp_path / "lcs")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "config.compression ('unstructured' in the folder, 'structured' now)" in err
+    assert "config.seed (0 in the folder, 9 now)" in err and "--force" in err

@@ -1,5 +1,3 @@
-import sys
+from subnets.cli import entry
 
-from subnets.cli import main
-
-sys.exit(main())
+entry()

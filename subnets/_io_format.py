@@ -89,6 +89,9 @@ class Header(NamedTuple):
 # Writing.
 
 
+MAX_DEPTH = 64  # nesting of a variables tree; real models use < 10
+
+
 def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
@@ -175,6 +178,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _path(value: Any, where: str, allow_root: bool) -> Path:
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
         raise FormatError(f"{where}: path {value!r} is not a list of strings")
+    if len(value) > MAX_DEPTH:
+        raise FormatError(f"{where}: path nests {len(value)} levels deep, over {MAX_DEPTH}")
     if not value and not allow_root:
         raise FormatError(f"{where}: an array cannot be the root")
     return tuple(value)

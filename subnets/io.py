@@ -58,6 +58,8 @@ References:
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -65,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from subnets import _io_format
+from subnets import _finite, _io_format
 from subnets._io_format import (
     _DTYPES,
     SUPPORTED_DTYPES,
@@ -89,6 +91,8 @@ __all__ = [
     "FormatError",
     "Header",
     "atomic_write",
+    "read_json",
+    "write_json",
     "dumps",
     "load",
     "loads",
@@ -254,6 +258,7 @@ def save(
     meta: Mapping[str, Any] | None = None,
     compress: bool = False,
     level: int = 6,
+    allow_nonfinite: bool = False,
 ) -> None:
     """Writes :func:`dumps` output to ``path`` atomically.
 
@@ -267,6 +272,8 @@ def save(
         meta: see :func:`dumps`.
         compress: see :func:`dumps`.
         level: see :func:`dumps`.
+        allow_nonfinite: write float arrays holding NaN/inf; by default they raise
+            ``ValueError`` naming the array (nothing non-finite is saved by accident).
 
     Example:
         >>> import os, tempfile, numpy as np
@@ -280,6 +287,9 @@ def save(
         DNNShifter (Eccles et al., 2023).
     """
     # Encode first: a bad leaf must fail before the disk is touched.
+    if not allow_nonfinite:
+        for leaf_path, arr in _flatten(variables)[0]:
+            _finite.check_array(arr, f"{os.fspath(path)}: array {'/'.join(leaf_path)}")
     atomic_write(path, dumps(variables, meta=meta, compress=compress, level=level))
 
 
@@ -387,13 +397,80 @@ def load(
         raise FormatError(f"{os.fspath(path)}: {e}") from None
 
 
+_CHUNK = 1 << 20
+
+
 def _read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The file's bytes, read in chunks: memory follows the real size, never ``max_bytes``."""
     _io_format.check_max_bytes(max_bytes)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise FormatError(f"{os.fspath(path)}: {size} bytes, over max_bytes={max_bytes}")
-        data = f.read(max_bytes + 1)  # +1 notices a file that grew since fstat
-    if len(data) > max_bytes:
-        raise FormatError(f"{os.fspath(path)}: file is over max_bytes={max_bytes}")
-    return data
+        chunks = []
+        total = 0
+        # Each read asks for what fstat promised (+1 to notice growth), at most one chunk.
+        while chunk := f.read(min(_CHUNK, max_bytes + 1 - total, max(size - total, 0) + 1)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # the file grew since fstat
+                raise FormatError(f"{os.fspath(path)}: file is over max_bytes={max_bytes}")
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON side files (metrics, reports, manifests): strict and atomic, through one helper.
+
+
+def _strict(obj: Any, nonfinite: str, where: str) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _strict(v, nonfinite, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v, nonfinite, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic) or (hasattr(obj, "__array__") and np.ndim(obj) == 0):
+        obj = np.asarray(obj).item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if nonfinite == "null":
+            return None
+        raise ValueError(f"{where} is {obj}: JSON files hold finite numbers only")
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, nonfinite: str = "error",
+               indent: int | None = 1) -> None:
+    """Write ``obj`` as strict JSON to ``path`` atomically (temp file, fsync, rename).
+
+    The rule for NaN and infinity: ``nonfinite="error"`` (default) raises ``ValueError`` naming
+    the key path before the disk is touched; ``"null"`` writes them as ``null`` (used for
+    metrics, where "no value" is the honest record of a non-finite one). NumPy/JAX scalars
+    become Python numbers; the output never holds ``NaN``/``Infinity``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from subnets import io
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
+        >>> io.write_json(p, {"acc": 0.5, "loss": float("inf")}, nonfinite="null")
+        >>> io.read_json(p)
+        {'acc': 0.5, 'loss': None}
+
+    References:
+        RFC 8259 (JSON has no NaN or infinity).
+    """
+    if nonfinite not in ("error", "null"):
+        raise ValueError(f"nonfinite must be 'error' or 'null', got {nonfinite!r}")
+    clean = _strict(obj, nonfinite, "$")
+    text = json.dumps(clean, indent=indent, allow_nan=False) + "\n"
+    atomic_write(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20) -> Any:
+    """Read a JSON file strictly; a damaged one raises ``FormatError`` naming the file."""
+    data = _read_bounded(path, max_bytes)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(f"{os.fspath(path)}: not valid JSON ({e})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard constant {name}")

@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -29,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from subnets import _checks, checkpoint
+from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 
 
@@ -93,7 +96,8 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         batch_size: int = 128, tx: optax.GradientTransformation | None = None,
         key: jax.Array, progress: bool = True, transform: Callable | None = None,
         desc: str = "train", on_step: Callable[[int, TrainState], Any] | None = None,
-        train_step: Callable | None = None) -> dict:
+        train_step: Callable | None = None,
+        checkpoint_dir: str | os.PathLike | None = None) -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables.
 
     Args:
@@ -101,25 +105,37 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
             1-based count of steps taken (to save a rewind point, log, or stop watching).
         train_step: a step made by :func:`make_train_step` with this ``tx`` (and
             ``transform``), reused so that repeated calls compile once; by default a new one.
+        checkpoint_dir: save the training state after every epoch (atomically, see
+            :mod:`subnets.checkpoint`) and resume after the last saved epoch; a resumed run
+            ends bit-identical to an uninterrupted one.
     """
     if len(x) == 0:
         raise ValueError("fit: no training examples")
+    _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
     batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)
     state = init_state(variables, tx)
     step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
-    done = 0
-    for epoch_key in jax.random.split(key, epochs):
+    start = 0
+    if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+        state, start = checkpoint.restore_state(checkpoint_dir, state, epochs=epochs)
+    done = start * steps_per_epoch
+    for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
+        if epoch <= start:
+            continue
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
             state, loss = step(state, xb, yb)
             done += 1
+            check_finite(loss, step=done, epoch=epoch)
             if on_step is not None:
                 on_step(done, state)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+        if checkpoint_dir is not None:
+            checkpoint.save_state(checkpoint_dir, state, epoch=epoch, epochs=epochs)
     if bar is not None:
         bar.close()
     return state.variables

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from subnets import _checks
 from subnets.graph import ChannelGraph, Member, Path, get_path, leaf_paths, set_paths
 
 Variables = Mapping[str, Any]
@@ -84,13 +85,12 @@ def permute(variables: Variables, graph: ChannelGraph, perms: Mapping[str, Any])
     Returns:
         A new tree computing the same function (up to float rounding order).
     """
-    for name, p in perms.items():
+    for name in perms:
         g = graph[name]
         if g.fixed:
             raise ValueError(f"cannot permute fixed group {name!r}")
-        if tuple(jnp.shape(p)) != (g.size,):
-            raise ValueError(f"perm for group {name!r} has shape {jnp.shape(p)}, "
-                             f"expected ({g.size},)")
+    perms = {n: _checks.permutation(p, graph[n].size, n) for n, p in perms.items()}
+
     def take(a, g, m, xp):
         p = perms[g.name]
         if _is_traced(p):
@@ -125,6 +125,7 @@ def width_mask(variables: Variables, graph: ChannelGraph, widths: Mapping[str, A
     Widths may be traced scalars, so this works under ``jit`` and ``vmap`` (one compilation
     for all widths). Gradients of masked weights are zero.
     """
+    graph.check_widths({n: w for n, w in widths.items() if not _checks.is_traced(w)})
     names = [n for n in widths if not graph[n].fixed]
 
     def mask(a, g, m, xp):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from subnets import cost
+from subnets import checkpoint, cost
 from subnets.cli import main
 from subnets.nested import pipeline
 from subnets.runtime.family import Family
@@ -46,7 +46,7 @@ def test_nest_end_to_end_and_reuses_base(tmp_path):
     assert main(args) == 0
     first = _check_run(out, [0.5, 0.25])
     assert first["base"]["loaded"] is False
-    assert (out / "base" / "meta.json").is_file()
+    assert checkpoint.exists(out / "base")
     assert main([*args, "--score", "l1", "--order", "top_down", "--min-fraction", "0.2"]) == 0
     second = _check_run(out, [0.5, 0.25])
     assert second["base"]["loaded"] is True

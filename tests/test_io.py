@@ -515,3 +515,14 @@ def _raw_forge(stored: bytes, raw_len: int, shape=(2,)) -> bytes:
 def test_max_bytes_must_be_valid():
     with pytest.raises(ValueError, match="max_bytes"):
         io.loads(io.dumps({}), max_bytes=-1)
+
+
+def test_nesting_depth_is_bounded():
+    deep: dict = {}
+    node = deep
+    for _ in range(70):
+        node["k"] = {}
+        node = node["k"]
+    node["w"] = np.zeros(1, np.float32)
+    with pytest.raises(FormatError, match="nests 71 levels deep, over 64"):
+        io.loads(io.dumps(deep))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
-import time
+
+from subnets.cli._run import add_run_flags, open_run
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -32,9 +32,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"base training epochs (default {d.epochs}; --quick 1)")
     p.add_argument("--limit", type=int, default=None, help="training examples used (all)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--force", action="store_true",
-                   help="redo every step (the old run directory is moved aside)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    add_run_flags(p)
     return p
 
 
@@ -52,10 +51,9 @@ def run(args) -> int:
         changes["limit"] = args.limit
     cfg = dataclasses.replace(cfg, **changes)
     out = Path(args.out)
-    if args.force and out.exists():
-        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(out), str(aside))
-    metrics = run_demo(cfg, out, progress=None if not args.json else False)
+    with open_run(args, "demo") as run:
+        run.saved = f"every finished step ({out / 'steps'}) and the base training per epoch"
+        metrics = run_demo(cfg, out, progress=None if not args.json else False)
     if args.json:
         print(json.dumps({"out": str(out), "seconds": metrics["seconds"],
                           "base_accuracy": metrics["base"]["accuracy"],

@@ -9,7 +9,6 @@ evaluation (for inputs with no offline data set, such as Speech Commands).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,9 @@ def _dataset_name(args, run_dir: Path) -> str:
         return args.data
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        meta = json.loads(metrics.read_text())
+        from subnets.io import read_json
+
+        meta = read_json(metrics)
         for key in ("data", "dataset"):
             if isinstance(meta.get(key), str):
                 return meta[key]

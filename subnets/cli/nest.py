@@ -18,6 +18,8 @@ import argparse
 import re
 import sys
 
+from subnets.cli._run import add_run_flags, open_run
+
 
 def _budgets(text: str) -> tuple[float | str, ...]:
     """Comma-separated fractions (``0.25``) or amounts with a unit (``2e6macs``), checked later
@@ -80,6 +82,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="use only the first N training (and test) examples, for quick runs")
     p.add_argument("--data-dir", default=None, help="data directory (see subnets.data.load)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    add_run_flags(p)
     return p
 
 
@@ -98,5 +101,13 @@ def run(args) -> int:
                      distill=args.distill, seed=args.seed,
                      limit=args.limit, data_dir=args.data_dir)
     log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    run_pipeline(cfg, args.out, progress=not args.quiet, log=log)
+    from subnets.nested.pipeline import make_net
+
+    make_net(cfg)  # an unknown model or data set fails before OUT is touched
+    # OUT/base depends on BASE_KEYS only: the later stages are recomputed on a rerun, so their
+    # flags may change.
+    from subnets.nested.pipeline import BASE_KEYS
+
+    with open_run(args, "nest", identity=BASE_KEYS) as run:
+        run_pipeline(cfg, args.out, progress=not args.quiet, log=log, run=run)
     return 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+
+from subnets.cli._run import add_run_flags, open_run
 
 
 def _densities(text: str) -> tuple[float, ...]:
@@ -58,6 +61,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="override the model's norm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
+    add_run_flags(p)
     return p
 
 
@@ -70,7 +74,14 @@ def run(args) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       limit=args.limit, seed=args.seed, norm=args.norm,
                       progress=not args.quiet and sys.stderr.isatty())
-    result = run_pruning(cfg, args.out)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    from subnets import zoo
+
+    if args.model not in zoo.NAMES:
+        zoo.create(args.model, num_classes=2)  # raises the zoo's "unknown model" message
+    with open_run(args, "prune"):
+        result = run_pruning(cfg, args.out)
     if not args.quiet:
         print(f"{'level':>8} {'density':>8} {'params':>10} {'removed':>10} {'acc':>7}")
         for row in result["levels"]:

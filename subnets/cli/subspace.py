@@ -8,9 +8,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
+
+from subnets.cli._run import add_run_flags, open_run
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -46,32 +48,43 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "unroll is faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true",
-                   help="start afresh even if OUT/checkpoint exists")
+                   help="start afresh: same as --force (the old run is moved aside)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(p)
     return p
 
 
 def run(args) -> int:
-    import shutil
-
-    import jax
-
-    from subnets import subspace, zoo
-    from subnets.data.train_test import load_train_test
-
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.limit is not None and args.limit < args.batch_size:
         raise ValueError(f"--limit {args.limit} is smaller than --batch-size {args.batch_size}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.beta) and args.beta >= 0):
+        raise ValueError(f"--beta must be a finite number >= 0, got {args.beta}")
+    if not 0.0 <= args.warmup <= 1.0:
+        raise ValueError(f"--warmup must be in [0, 1], got {args.warmup}")
+    with open_run(args, "subspace", force=args.no_resume) as run:
+        return _run(args, run)
+
+
+def _run(args, run) -> int:
+    import jax
+
+    from subnets import subspace, zoo
+    from subnets.data.train_test import load_train_test
+    from subnets.io import write_json
+    from subnets.runs import fingerprint
+
     (x, y), (xt, yt) = load_train_test(args.data, limit=args.limit)
+    run.check_data(fingerprint(x, y, xt, yt))
     norm = args.norm or ("instance" if args.compression == "structured" else "group")
     classes = int(max(y.max(), yt.max())) + 1
     net = zoo.create(args.model, num_classes=classes, input_shape=x.shape[1:], norm=norm)
     out = Path(args.out)
     ck = out / "checkpoint"
-    if args.no_resume and ck.exists():
-        shutil.rmtree(ck)
     key = jax.random.key(args.seed)
     init_key, train_key = jax.random.split(key)
     init = subspace.init_line if args.kind == "line" else subspace.init_point
@@ -83,7 +96,9 @@ def run(args) -> int:
     s = subspace.fit(net, s, x, y, epochs=args.epochs, batch_size=args.batch_size,
                      key=train_key, config=cfg, lr=lr, warmup_epochs=args.lr_warmup_epochs,
                      checkpoint_dir=ck,
-                     progress=not args.quiet, desc=f"lcs {args.compression} {args.kind}")
+                     progress=not args.quiet, desc=f"lcs {args.compression} {args.kind}",
+                     on_epoch=lambda e, _: run.mark_saved(f"epoch {e} of {args.epochs} "
+                                                          f"({ck})"))
     meta = {"model": args.model, "data": args.data, "norm": norm, "num_classes": classes,
             "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed}
     subspace.save(out / "subspace", s, meta=meta)
@@ -91,7 +106,7 @@ def run(args) -> int:
     report = {**meta, "compression": args.compression, "kind": args.kind,
               "train_examples": len(x), "test_examples": len(xt),
               "accuracy": {str(k): v for k, v in acc.items()}}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "report.json", report, nonfinite="null")
     label = {"structured": "width", "unstructured": "density", "quantized": "bits"}
     print(f"LCS+{args.kind[0].upper()} {args.compression} {args.model} on {args.data} "
           f"({len(x)} train, {len(xt)} test, {args.epochs} epochs) -> {out}")

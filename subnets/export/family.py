@@ -30,7 +30,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from subnets.export.carray import write_c_array
 from subnets.export.convert import tflite
 from subnets.export.tflm import measure_arena, model_ops, tflm_run
 from subnets.models.protocol import describe
+from subnets.io import write_json
 
 KIB = 1024
 
@@ -193,7 +193,7 @@ def export_family(family: Any, out_dir: str | os.PathLike, *, representative: An
         "max_arena_bytes": max_arena,
         "all_levels_problems": board.problems(total_flash, max_arena, "all levels together"),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / "manifest.json", manifest, nonfinite="null", indent=2)
     return manifest
 
 

@@ -38,7 +38,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import numpy as np
 from subnets import cost
 from subnets.export.carray import _IDENT
 from subnets.graph import get_path
+from subnets.io import write_json
 from subnets.zoo.common import NORM_EPS
 
 FORMAT = "subnets.nested_c"
@@ -282,7 +282,7 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, name: str = "subnets_mo
                     "macs": int(cost.macs(net, {g: lv[g] for g in lv if not graph[g].fixed}))}
                    for lv in levels],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    write_json(out / "manifest.json", manifest, nonfinite="null", indent=1)
     return manifest
 
 

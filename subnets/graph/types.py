@@ -38,6 +38,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from subnets import _checks
+
 Path = tuple[str, ...]
 ROLES = ("out", "in", "depthwise", "bias", "scale", "shift", "mean", "var")
 LAYER_KINDS = ("dense", "conv", "depthwise")
@@ -259,6 +261,7 @@ class ChannelGraph:
             if g is None:
                 raise ValueError(f"widths name unknown group {name!r}; free groups: "
                                  f"{[x.name for x in self.free]}")
+            w = _checks.width(w, g.size, name)
             if g.fixed and int(w) != g.size:
                 raise ValueError(f"group {name!r} is fixed at {g.size}, got width {w}")
             if isinstance(w, int) and not 1 <= w <= g.size:

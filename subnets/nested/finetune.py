@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 from subnets import cost
+from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 from subnets.runtime.family import Family
 from subnets.transforms import slice_widths
@@ -228,9 +229,10 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
                               distill=distill, loss_fn=loss_fn)
     state = trainer.init(variables)
     bar = _progress(steps, desc, progress)
-    for epoch_key in jax.random.split(key, epochs):
-        for xb, yb in _batches(x, y, batch_size, key=epoch_key):
+    for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
+        for n, (xb, yb) in enumerate(_batches(x, y, batch_size, key=epoch_key), 1):
             state, per = trainer.step(state, xb, yb)
+            check_finite(per, step=(epoch - 1) * (steps // epochs) + n, epoch=epoch)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=" ".join(f"{float(v):.2f}" for v in per), refresh=False)

@@ -18,7 +18,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,10 +31,13 @@ import numpy as np
 from subnets import cost, importance
 from subnets._plot import figure
 from subnets.models.protocol import describe
+from subnets.io import write_json
 from subnets.runtime.family import Family
 from subnets.transforms import permute
 
 SCORERS = ("taylor", "l1", "l1_bn", "random")
+# The settings the base checkpoint depends on: reused only when all of them match.
+BASE_KEYS = ("model", "data", "epochs", "batch_size", "seed", "limit")
 
 
 @dataclass(frozen=True)
@@ -195,21 +197,24 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     from subnets.train import fit
 
     ck = Path(out_dir) / "base" if out_dir is not None else None
+    identity = {k: getattr(cfg, k) for k in BASE_KEYS}
     if ck is not None and checkpoint.exists(ck):
         tree, meta = checkpoint.restore(ck)
-        if meta.get("model") != cfg.model or meta.get("data") != cfg.data:
-            raise ValueError(f"checkpoint {ck} holds {meta.get('model')!r} on "
-                             f"{meta.get('data')!r}, not {cfg.model!r} on {cfg.data!r}")
+        diff = [f"{k} ({meta.get(k, '<unset>')!r} in the checkpoint, {v!r} now)"
+                for k, v in identity.items() if meta.get(k, "<unset>") != v]
+        if diff:
+            raise ValueError(f"checkpoint {ck} was trained with other settings: "
+                             f"{', '.join(diff)}; use another --out or --force")
         net.graph.validate(tree)
         return tree, True
     key = jax.random.key(cfg.seed)
     variables = net.init(jax.random.fold_in(key, 0))
     if cfg.epochs > 0:
         variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                        key=jax.random.fold_in(key, 1), progress=progress, desc="base")
+                        key=jax.random.fold_in(key, 1), progress=progress, desc="base",
+                        checkpoint_dir=None if ck is None else ck.with_name("base_training"))
     if ck is not None:
-        checkpoint.save(ck, variables, meta={"model": cfg.model, "data": cfg.data,
-                                             "epochs": cfg.epochs, "seed": cfg.seed})
+        checkpoint.save(ck, variables, meta=identity)
     return jax.tree.map(np.asarray, variables), False
 
 
@@ -272,10 +277,12 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
-        log: Callable[[str], Any] = print, model: Any = None) -> dict:
+        log: Callable[[str], Any] = print, model: Any = None, run: Any = None) -> dict:
     """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
 
-    ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``.
+    ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``. ``run``: an
+    open :class:`subnets.runs.Run` (the CLI's), told the data fingerprint and what is saved as
+    the pipeline goes.
 
     Returns:
         The metrics dict also written to ``out_dir/metrics.json``.
@@ -289,10 +296,18 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     t0 = time.perf_counter()
     net = make_net(cfg) if model is None else model
     train, test = load_data(cfg)
+    if run is not None:
+        from subnets.runs import fingerprint
+
+        run.check_data(fingerprint(*train, *test))
     log(f"{cfg.model} on {cfg.data}: {len(train[0])} train / {len(test[0])} test examples")
     t = time.perf_counter()
+    if run is not None:
+        run.saved = f"the base training state after each finished epoch ({out / 'base_training'})"
     variables, loaded = train_base(cfg, net, train, out, progress=progress)
     base_s = time.perf_counter() - t
+    if run is not None:
+        run.mark_saved(f"the base model ({out / 'base'})")
     log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
     family, metrics = nest(cfg, net, variables, train, test, progress=progress)
     # The permutation keeps the function, so the full level before fine-tuning IS the base.
@@ -308,7 +323,7 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
             f"accuracy {lv['accuracy']:.4f} "
             f"(before fine-tuning {lv['accuracy_before_finetune']:.4f})")
     family.save(out / "family.subnets", meta={"base_accuracy": base_acc})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out / "metrics.json", metrics, nonfinite="null")
     plot(metrics, out / "accuracy_vs_macs.png", title=f"REDS {cfg.model} on {cfg.data}")
     log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}, {out / 'accuracy_vs_macs.png'}")
     return metrics

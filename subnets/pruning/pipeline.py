@@ -26,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from subnets import io, train
+from subnets import checkpoint, io, train
 from subnets.data.train_test import load_train_test
 from subnets.pruning.imp import imp, make_train_fn
 from subnets.pruning.masked import apply_masks, masked
@@ -160,9 +159,29 @@ def _train_masked(cfg: PruneConfig, net: Any, variables: dict, masks: dict, x, y
                      desc=desc)
 
 
-def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, key: jax.Array
-                  ) -> list[dict]:
-    """Train the run's sparse models: ``[{"name", "variables", "masks", "extra"}, ...]``."""
+def _save_level(directory: FsPath, lv: dict) -> None:
+    paths = list(lv["masks"])
+    tree = {"variables": lv["variables"],
+            "masks": {f"{i:06d}": np.asarray(lv["masks"][p]) for i, p in enumerate(paths)}}
+    checkpoint.save(directory, tree, meta={"name": lv["name"], "extra": _jsonable(lv["extra"]),
+                                           "mask_paths": [list(p) for p in paths]})
+
+
+def _load_level(directory: FsPath) -> dict:
+    tree, meta = checkpoint.restore(directory)
+    masks = {tuple(p): tree["masks"][f"{i:06d}"] for i, p in enumerate(meta["mask_paths"])}
+    return {"name": meta["name"], "variables": tree["variables"], "masks": masks,
+            "extra": meta["extra"]}
+
+
+def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, key: jax.Array,
+                  checkpoint_dir: str | FsPath | None = None) -> list[dict]:
+    """Train the run's sparse models: ``[{"name", "variables", "masks", "extra"}, ...]``.
+
+    With ``checkpoint_dir``, every finished pruning-at-init / Reconvene level is checkpointed
+    (``checkpoint_dir/level_<i>``) and restored instead of retrained on a rerun: each level has
+    its own keys, so a resumed run is bit-identical. IMP levels are sequential and rerun.
+    """
     k_init, k_run = jax.random.split(key)
     v0 = net.init(k_init)
     out = []
@@ -179,6 +198,10 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
     xs, ys = x[: cfg.batch_size], y[: cfg.batch_size]
     for i, (d, k) in enumerate(zip(cfg.densities, jax.random.split(k_run, len(cfg.densities)),
                                    strict=True)):
+        ck = None if checkpoint_dir is None else FsPath(checkpoint_dir) / f"level_{i}"
+        if ck is not None and checkpoint.exists(ck):
+            out.append(_load_level(ck))
+            continue
         k_prune, k_train = jax.random.split(k)
         t0 = time.perf_counter()
         if cfg.method == "pai":
@@ -197,6 +220,8 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
                                 f"{cfg.method} d={d:g}")
         out.append({"name": f"level_{i}", "variables": trained, "masks": masks,
                     "extra": {"target_density": d, **extra}})
+        if ck is not None:
+            _save_level(ck, out[-1])
     return out
 
 
@@ -222,7 +247,8 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
                            norm=cfg.norm)
     net = model
     t0 = time.perf_counter()
-    levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed))
+    levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed),
+                           checkpoint_dir=out / "checkpoints")
     train_s = time.perf_counter() - t0
     portfolio = Portfolio(model=net)
     graph = net.graph.to_dict()
@@ -243,7 +269,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
                             "dense_bytes": portfolio.dense_bytes(),
                             "file_bytes": (out / "portfolio.subnets").stat().st_size},
               "levels": rows}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
+    io.write_json(out / "metrics.json", _jsonable(result), nonfinite="null", indent=2)
     return result
 
 

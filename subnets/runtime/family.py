@@ -37,13 +37,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets import io
+from subnets import _checks, io
 from subnets.transforms import slice_widths
 
 FORMAT = "subnets.family"
 # Version 2 stores the channel graph (model-free loading); version 1 named a zoo model.
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
+MAX_LEVELS = 256  # a forged file must not make the loader compile thousands of levels
 
 
 def _complete(net: Any, level: Mapping[str, int], index: int) -> dict[str, int]:
@@ -179,6 +180,7 @@ class Family:
 
     def switch(self, level: int) -> None:
         """Make ``level`` the one ``family(x)`` runs: a lookup and a pointer change."""
+        level = _checks.level_index(level, len(self.levels))
         self._active = self._executables[level]
         self._level = level
 
@@ -297,6 +299,8 @@ class Family:
         model = model if model is not None else net
         if model is None:
             model = _stored_model(meta, where)
+        if not isinstance(meta.get("levels"), list) or not 1 <= len(meta["levels"]) <= MAX_LEVELS:
+            raise io.FormatError(f"{where}: a family holds 1..{MAX_LEVELS} levels")
         stats = tree.get("level_batch_stats") if meta.get("level_stats") else None
         return cls(model, tree["variables"], meta["levels"], level_batch_stats=stats,
                    batch_shape=batch_shape)

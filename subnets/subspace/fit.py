@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from subnets import checkpoint
+from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 from subnets.subspace.compress import ACT_RANGES, init_act_ranges
 from subnets.subspace.core import Subspace
@@ -128,6 +129,9 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ck is not None and checkpoint.exists(ck):
         state, meta = _restore_state(ck, state)
+        if meta.get("epochs", epochs) != epochs:
+            raise ValueError(f"checkpoint {ck} belongs to a run of {meta['epochs']} epochs, this "
+                             f"one has {epochs}: use another checkpoint_dir")
         start = int(meta.get("epoch", 0))
         if mesh is not None:
             from jax.sharding import NamedSharding, PartitionSpec
@@ -140,6 +144,7 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
         data_key, level_key = jax.random.split(epoch_keys[epoch])
         for xb, yb in _batches(x, y, batch_size, key=data_key):
             state, metrics = step(state, xb, yb, level_key)
+            check_finite(metrics["loss"], step=int(state.step), epoch=epoch + 1)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)

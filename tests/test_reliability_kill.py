@@ -1,0 +1,147 @@
+"""Kill-safety harness: SIGKILL each long command at many points, including inside
+``checkpoint.save``; a loadable checkpoint always remains, nothing earlier is deleted, and the
+resumed run ends bit-identical to an uninterrupted one. (A fast variant is in
+``test_reliability.py``.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from subnets import checkpoint, io, subspace
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+LCS = ["subspace", "--model", "dnn-s", "--data", "digits", "--compression", "unstructured",
+       "--norm", "none", "--batch-size", "32", "--limit", "128", "--levels", "unroll",
+       "--quiet", "--epochs", "3"]
+NEST = ["nest", "--model", "dnn-s", "--data", "digits", "--budgets", "0.5", "--limit", "256",
+        "--epochs", "2", "--finetune-epochs", "1", "--batch-size", "64", "--score-batches", "2",
+        "--quiet"]
+
+
+def _cli(args, fault=None):
+    env = {**ENV, "SUBNETS_CHECKPOINT_FAULT": fault} if fault else ENV
+    return subprocess.run([sys.executable, "-m", "subnets", *args], capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+def _latest(d: Path) -> int:
+    p = d / "latest"
+    return int(p.read_text().strip()[1:]) if p.is_file() else 0
+
+
+def _lcs_leaves(out: Path):
+    s, _ = subspace.load(out / "subspace")
+    return [np.asarray(a) for a in jax.tree.leaves((s.base, s.end))]
+
+
+@pytest.fixture(scope="module")
+def lcs_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    r = _cli([*LCS, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    return _lcs_leaves(out)
+
+
+@pytest.mark.parametrize("fault", ["after_orbax@1", "after_manifest@2", "after_rename@2",
+                                   "after_pointer@2", "after_orbax@3", "after_pointer@3"])
+def test_subspace_killed_anywhere_resumes_to_the_same_weights(tmp_path, lcs_ref, fault):
+    out = tmp_path / "run"
+    r = _cli([*LCS, "--out", str(out)], fault=fault)
+    assert r.returncode == -9, r.stderr
+    n = int(fault.split("@")[1])
+    committed = n if fault.startswith("after_pointer") else n - 1
+    if committed:
+        assert checkpoint.restore(out / "checkpoint")[1]["epoch"] == committed
+    else:
+        assert not checkpoint.exists(out / "checkpoint")
+    r = _cli([*LCS, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    for a, b in zip(lcs_ref, _lcs_leaves(out), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _family(out: Path):
+    tree, meta = io.load(out / "family.subnets")
+    return [np.asarray(a) for a in jax.tree.leaves(tree)], meta
+
+
+@pytest.fixture(scope="module")
+def nest_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nref") / "run"
+    r = _cli([*NEST, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    return _family(out), json.loads((out / "metrics.json").read_text())
+
+
+# Saves: 1, 2 = base training epochs 1, 2; 3 = the base model.
+@pytest.mark.parametrize("fault", ["after_manifest@1", "after_pointer@1", "after_rename@3",
+                                   "after_pointer@3"])
+def test_nest_killed_anywhere_resumes_to_the_same_family(tmp_path, nest_ref, fault):
+    out = tmp_path / "run"
+    r = _cli([*NEST, "--out", str(out)], fault=fault)
+    assert r.returncode == -9, r.stderr
+    before = {d: _latest(out / d) for d in ("base", "base_training")}
+    assert any(v for v in before.values()) or fault == "after_manifest@1"
+    r = _cli([*NEST, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    for d, v in before.items():  # nothing committed before the kill was lost or replaced
+        assert _latest(out / d) >= v
+        assert checkpoint.exists(out / d) or v == 0
+    leaves, _ = _family(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for a, b in zip(nest_ref[0][0], leaves, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [lv["accuracy"] for lv in metrics["levels"]] == \
+        [lv["accuracy"] for lv in nest_ref[1]["levels"]]
+
+
+PRUNE = ["prune", "--method", "pai", "--model", "dnn-s", "--data", "digits", "--density",
+         "0.5,0.3", "--epochs", "1", "--batch-size", "64", "--limit", "256", "--quiet"]
+
+
+def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _cli([*PRUNE, "--out", str(ref)]).returncode == 0
+    r = _cli([*PRUNE, "--out", str(out)], fault="after_pointer@1")  # level_0 committed
+    assert r.returncode == -9, r.stderr
+    assert checkpoint.exists(out / "checkpoints" / "level_0")
+    assert not checkpoint.exists(out / "checkpoints" / "level_1")
+    r = _cli([*PRUNE, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    for name in ("level_0", "level_1"):
+        a, meta_a = io.load(ref / f"{name}.subnets")
+        b, meta_b = io.load(out / f"{name}.subnets")
+        assert meta_a == meta_b
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+DEMO = ["demo", "--model", "dnn-s", "--data", "digits", "--limit", "512", "--epochs", "3",
+        "--batch-size", "64", "--json"]
+
+
+def test_demo_killed_mid_training_resumes_bit_identically(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert _cli([*DEMO, "--out", str(ref)]).returncode == 0
+    r = _cli([*DEMO, "--out", str(out)], fault="after_manifest@2")  # inside epoch 2's save
+    assert r.returncode == -9, r.stderr
+    assert checkpoint.restore(out / "checkpoint")[1]["epoch"] == 1
+    r = _cli([*DEMO, "--out", str(out), "--resume"])
+    assert r.returncode == 0, r.stderr
+    a, _ = checkpoint.restore(ref / "checkpoint")
+    b, _ = checkpoint.restore(out / "checkpoint")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    ra = json.loads((ref / "report.json").read_text())
+    rb = json.loads((out / "report.json").read_text())
+    assert ra["test_accuracy"] == rb["test_accuracy"]

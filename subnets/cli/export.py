@@ -97,7 +97,7 @@ def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any
 def _nested_c(family, out: Path) -> None:
     from subnets.export import nested_c
 
-    m = nested_c(family, out)
+    m = nested_c(family, out, int8=False)  # int8 needs the traced program + representative
     stored = m["weight_bytes"] + m["affine_bytes"]
     print(f"nested C artifact -> {out} ({len(m['levels'])} levels share {stored:,} B of "
           f"weights; separate copies would take {m['separate_bytes']:,} B; arena "

@@ -37,19 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from subnets.export.errors import ConversionError, MissingDependencyError
 from subnets.export.tflm import check_ops
 
-
-class ConversionError(ValueError):
-    """The TFLite converter could not express the network (an op it cannot lower)."""
-
-    def __init__(self, message: str, ops: list[str]):
-        self.ops = list(ops)
-        super().__init__(message)
+__all__ = ["ConversionError", "MissingDependencyError", "tflite"]
 
 
-class MissingDependencyError(ImportError):
-    """An optional export dependency (tensorflow, tflite-micro) is not installed."""
 
 
 def require_tensorflow() -> Any:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets.export.errors import ArenaError, UnsupportedOpError
+
 # Builtin ops that TFLite-Micro's op resolver can register (tflite-micro 2025, the kernels in
 # tensorflow/lite/micro/kernels). Anything else, and every custom op, is refused.
 TFLM_OPS: frozenset[str] = frozenset("""
@@ -52,27 +54,13 @@ TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
 """.split())
 
 
-class UnsupportedOpError(ValueError):
-    """The model uses an op that TFLite-Micro does not have."""
-
-    def __init__(self, ops: list[str]):
-        self.ops = list(ops)
-        super().__init__(
-            f"TFLite-Micro has no kernel for op(s) {', '.join(self.ops)}; the model would not "
-            "run on a microcontroller. Rewrite the JAX code that produces them (e.g. avoid "
-            "sort/top_k/scatter in apply) or pass check=False to keep the model for desktop "
-            "TFLite only")
-
-
-class ArenaError(RuntimeError):
-    """The TFLite-Micro interpreter could not allocate or run the model in the given arena."""
 
 
 def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as e:
-        from subnets.export.convert import MissingDependencyError
+        from subnets.export.errors import MissingDependencyError
 
         raise MissingDependencyError(
             "running models in TFLite-Micro needs the tflite-micro package: "

@@ -178,27 +178,28 @@ class _Builder:
         return Family(graph, variables, levels, stats)
 
 
-def dscnn(seed=0, per_level_stats=False):
+def dscnn(seed=0, per_level_stats=False, k=1):
     """Stem conv 3x3/(2,1) SAME, depthwise 3x3 SAME, pointwise, depthwise, pointwise, mean,
     dense with bias: the DS-CNN pattern at a tiny size."""
     b = _Builder(np.random.default_rng(seed), (7, 5, 1), 1)
     pad = ((1, 1), (1, 1))
-    h = b.conv("stem", 0, "conv", "in", "g0", 1, 8, (3, 3), (2, 1), ((1, 1), (1, 1)), (7, 5),
+    c0, c1, c2 = 8 * k, 10 * k, 12 * k
+    h = b.conv("stem", 0, "conv", "in", "g0", 1, c0, (3, 3), (2, 1), ((1, 1), (1, 1)), (7, 5),
                (4, 5))
-    h = b.conv("dw0", h, "depthwise", "g0", "g0", 8, 8, (3, 3), (1, 1), pad, (4, 5), (4, 5))
-    h = b.conv("pw0", h, "conv", "g0", "g1", 8, 10, (1, 1), (1, 1), ((0, 0), (0, 0)), (4, 5),
+    h = b.conv("dw0", h, "depthwise", "g0", "g0", c0, c0, (3, 3), (1, 1), pad, (4, 5), (4, 5))
+    h = b.conv("pw0", h, "conv", "g0", "g1", c0, c1, (1, 1), (1, 1), ((0, 0), (0, 0)), (4, 5),
                (4, 5))
-    h = b.conv("dw1", h, "depthwise", "g1", "g1", 10, 10, (3, 3), (1, 1), pad, (4, 5), (4, 5),
+    h = b.conv("dw1", h, "depthwise", "g1", "g1", c1, c1, (3, 3), (1, 1), pad, (4, 5), (4, 5),
                act="relu6")
-    h = b.conv("pw1", h, "conv", "g1", "g2", 10, 12, (1, 1), (1, 1), ((0, 0), (0, 0)), (4, 5),
+    h = b.conv("pw1", h, "conv", "g1", "g2", c1, c2, (1, 1), (1, 1), ((0, 0), (0, 0)), (4, 5),
                (4, 5))
     h = b.op("mean", [h], "g2", ())
-    h = b.conv("classifier", h, "dense", "g2", "out", 12, 4, (), (), (), (), (), norm=False,
+    h = b.conv("classifier", h, "dense", "g2", "out", c2, 4, (), (), (), (), (), norm=False,
                act=None, bias=True)
     b.op("output", [h], "out", ())
-    groups = [_g("in", 1, True), _g("g0", 8), _g("g1", 10), _g("g2", 12), _g("out", 4, True)]
-    levels = [{"g0": 3, "g1": 4, "g2": 5}, {"g0": 5, "g1": 6, "g2": 8},
-              {"g0": 6, "g1": 8, "g2": 10}, {"g0": 8, "g1": 10, "g2": 12}]
+    groups = [_g("in", 1, True), _g("g0", c0), _g("g1", c1), _g("g2", c2), _g("out", 4, True)]
+    levels = [{"g0": 3 * k, "g1": 4 * k, "g2": 5 * k}, {"g0": 5 * k, "g1": 6 * k, "g2": 8 * k},
+              {"g0": 6 * k, "g1": 8 * k, "g2": 10 * k}, {"g0": c0, "g1": c1, "g2": c2}]
     return b.family(groups, levels, per_level_stats)
 
 

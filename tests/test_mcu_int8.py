@@ -110,3 +110,32 @@ def test_select_and_errors(tmp_path):
         nested_c(fam, tmp_path, representative=np.zeros((2, 3)))
     with pytest.raises(ExportError, match="C identifier"):
         nested_c(fam, tmp_path, representative=rep, name="1bad")
+
+
+ARM_GCC = shutil.which("arm-none-eabi-gcc")
+QEMU = shutil.which("qemu-system-arm")
+
+
+@pytest.mark.skipif(ARM_GCC is None or QEMU is None, reason="needs arm-none-eabi-gcc and QEMU")
+def test_firmware_cross_builds_and_m4_image_prints_host_classes(tmp_path):
+    from subnets.export import firmware
+
+    fam = mm.resnet()
+    rep = np.random.default_rng(3).normal(0, 1, (4,) + fam.net.graph.input_shape)
+    m = nested_c(fam, tmp_path, representative=rep, name="model")
+    xq = np.clip(np.round(rep / m["input"]["scale"]) + m["input"]["zero_point"], -128,
+                 127).astype(np.int8)
+    host = _host_outputs(tmp_path, xq, len(fam.levels))
+    m0 = firmware.build(tmp_path, xq, "m0plus")  # Armv6-M code: no DSP instructions
+    assert m0.stat().st_size > 0
+    got = firmware.run(firmware.build(tmp_path, xq, "m4"), "m4")
+    assert [r["classes"] for r in got] == [host[i].argmax(1).tolist()
+                                          for i in range(len(fam.levels))]
+    assert all(r["run_instructions"] > r["switch_instructions"] for r in got)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_runtime_unit_checks_strict_and_sanitized(tmp_path):
+    res = subprocess.run(["make", "-C", str(mcu_dir()), "test"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("ok") >= 2

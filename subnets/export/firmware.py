@@ -1,0 +1,71 @@
+"""Cross-build the int8 artifact's emulation firmware and run it under QEMU.
+
+``build(out_dir, examples, cpu)`` compiles ``kernels/mcu/firmware/qemu`` (vector table,
+linker map, a main that switches every level, runs built-in examples and prints classes and
+timer ticks) with ``arm-none-eabi-gcc`` for ``"m4"`` (``-mcpu=cortex-m4``, DSP) or ``"m0plus"``
+(``-mcpu=cortex-m0plus``, no DSP: run on the Cortex-M3 ``mps2-an385`` board, which executes
+Armv6-M code); ``run`` boots it with ``-icount shift=0`` (1 instruction = 1 ns of virtual
+time; the board's CMSDK timer ticks at 25 MHz, so one tick is 40 instructions).
+
+Example:
+    >>> from subnets.export.firmware import CPUS
+    >>> sorted(CPUS)
+    ['m0plus', 'm4']
+
+References:
+    Arm, Cortex-M4 / Cortex-M0+ Technical Reference Manuals; QEMU MPS2 boards (AN385, AN386).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from subnets.export.kernels_dir import mcu_dir
+
+CPUS = {"m4": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft"], "mps2-an386"),
+        "m0plus": (["-mcpu=cortex-m0plus", "-mthumb"], "mps2-an385")}
+INSTRUCTIONS_PER_TICK = 40  # 1 ns per instruction (icount shift=0) / 25 MHz timer
+
+
+def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4") -> Path:
+    """ELF of the firmware for ``cpu`` around the artifact in ``out_dir`` (named ``model``)."""
+    out = Path(out_dir)
+    flags, _ = CPUS[cpu]
+    ex = np.asarray(examples, np.int8).reshape(len(examples), -1)
+    rows = ",\n".join("  {" + ", ".join(map(str, r)) + "}" for r in ex.tolist())
+    (out / "examples.h").write_text(
+        f"#define NUM_EXAMPLES {len(ex)}\nstatic const int8_t EXAMPLES[{len(ex)}][{ex.shape[1]}]"
+        f" = {{\n{rows}\n}};\n")
+    fw = mcu_dir() / "firmware" / "qemu"
+    elf = out / f"fw_{cpu}.elf"
+    subprocess.run([shutil.which("arm-none-eabi-gcc") or "arm-none-eabi-gcc", *flags, "-O2",
+                    "-std=c99", "-Wall", "-Wextra", "-Werror", "--specs=rdimon.specs",
+                    f"-T{fw / 'mps2.ld'}", f"-I{out}", str(fw / "startup.c"),
+                    str(fw / "main.c"), str(out / "model.c"), str(out / "snq.c"), "-o",
+                    str(elf)], check=True, capture_output=True, text=True)
+    return elf
+
+
+def run(elf: str | Path, cpu: str = "m4", timeout: float = 120.0) -> list[dict]:
+    """Boot ``elf`` under QEMU; per level ``switch_instructions``, ``run_instructions`` (all
+    examples) and ``classes``."""
+    _, machine = CPUS[cpu]
+    res = subprocess.run(["qemu-system-arm", "-M", machine, "-nographic", "-icount", "shift=0",
+                          "-semihosting-config", "enable=on,target=native", "-kernel",
+                          str(elf)], capture_output=True, text=True, timeout=timeout)
+    levels = []
+    for m in re.finditer(r"level (\d+) switch_ticks (\d+) run_ticks (\d+) classes([ \d]*)",
+                         res.stdout):
+        levels.append({"level": int(m[1]),
+                       "switch_instructions": int(m[2]) * INSTRUCTIONS_PER_TICK,
+                       "run_instructions": int(m[3]) * INSTRUCTIONS_PER_TICK,
+                       "classes": [int(c) for c in m[4].split()]})
+    if not levels:
+        raise RuntimeError(f"QEMU printed no level lines (rc {res.returncode}): "
+                           f"{(res.stdout + res.stderr)[-400:]}")
+    return levels

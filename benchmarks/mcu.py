@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     from subnets.export.int8_tflite import level_tflite
     from subnets.export.nested import nested_c, prepare
 
-    k = 2 if args.quick else 6
-    fam = mm.dscnn(k=k)
+    fam = mm.dscnn(k=2) if args.quick else mm.dscnn_s()
+    label = "dscnn-pattern k=2 (tiny)" if args.quick else "ds-cnn-s shape (49x10x1, 4 x 64)"
     rep = np.random.default_rng(5).normal(0, 1, (4 if args.quick else 16,)
                                           + fam.net.graph.input_shape)
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         levels.append(row)
         print(json.dumps(row))
     stored = m["weight_bytes"] + m["table_bytes"]
-    out = {"model": f"dscnn-pattern k={k}", "levels": len(levels),
+    out = {"model": label, "levels": len(levels),
            "bit_exact_levels": int(sum(exact)),
            "flash_bytes": stored,
            "flash_ratio_vs_largest_level": round(stored / levels[-1]["weight_bytes"], 4),

@@ -227,3 +227,28 @@ def resnet(seed=1, per_level_stats=False):
               _g("out", 3, True)]
     levels = [{"g0": 4, "g1": 3, "g2": 3, "g3": 4}, {"g0": 8, "g1": 6, "g2": 6, "g3": 7}]
     return b.family(groups, levels, per_level_stats)
+
+
+def dscnn_s(seed=0, blocks=4, c=64, input_shape=(49, 10, 1), classes=12):
+    """The DS-CNN-S shape (Hello Edge): stem 10x4/2 SAME to 25x5 x 64, 4 x (dw 3x3 + pw 64),
+    mean, dense; 4 uniform levels (1/4 .. full)."""
+    b = _Builder(np.random.default_rng(seed), input_shape, 1)
+    h_in, w_in = input_shape[:2]
+    oh, ow = -(-h_in // 2), -(-w_in // 2)
+    ph, pw = max((oh - 1) * 2 + 10 - h_in, 0), max((ow - 1) * 2 + 4 - w_in, 0)
+    h = b.conv("stem", 0, "conv", "in", "g0", 1, c, (10, 4), (2, 2),
+               ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), (h_in, w_in), (oh, ow))
+    same = ((1, 1), (1, 1))
+    for i in range(blocks):
+        h = b.conv(f"dw{i}", h, "depthwise", f"g{i}", f"g{i}", c, c, (3, 3), (1, 1), same,
+                   (oh, ow), (oh, ow))
+        h = b.conv(f"pw{i}", h, "conv", f"g{i}", f"g{i + 1}", c, c, (1, 1), (1, 1),
+                   ((0, 0), (0, 0)), (oh, ow), (oh, ow))
+    h = b.op("mean", [h], f"g{blocks}", ())
+    h = b.conv("classifier", h, "dense", f"g{blocks}", "out", c, classes, (), (), (), (), (),
+               norm=False, act=None, bias=True)
+    b.op("output", [h], "out", ())
+    groups = [_g("in", 1, True), *[_g(f"g{i}", c) for i in range(blocks + 1)],
+              _g("out", classes, True)]
+    levels = [{f"g{i}": c * q // 4 for i in range(blocks + 1)} for q in (1, 2, 3, 4)]
+    return b.family(groups, levels)

@@ -86,7 +86,7 @@ def test_set_level_moves_no_weight(tmp_path):
     rep = np.random.default_rng(0).normal(0, 1, (4,) + fam.net.graph.input_shape)
     nested_c(fam, tmp_path, representative=rep, name="model")
     src = (tmp_path / "snq.c").read_text()
-    body = src[src.index("int snq_set_level"):src.index("static int8_t clamp8")]
+    body = src[src.index("int snq_set_level"):src.index("static inline int8_t clamp8")]
     assert "weight" not in body and "memcpy" not in body
     text = (tmp_path / "model.c").read_text()
     assert text.count("static const int8_t w") == 6  # one array per weighted layer

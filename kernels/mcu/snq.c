@@ -5,13 +5,47 @@
 #include <stddef.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define SNQ_NOINLINE __attribute__((noinline)) /* one kernel per function: fewer spills */
+#else
+#define SNQ_NOINLINE
+#endif
+
 #if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
 #define SNQ_DSP 1
-static inline uint32_t snq_ror8(uint32_t v) { return (v >> 8) | (v << 24); }
+/* sxtb16 with its rotate operand: bytes 1 and 3 sign-extended in one instruction. */
+static inline int32_t sxtb16_ror8(uint32_t v) {
+  int32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+static inline int32_t sxtab16_ror8(int32_t a, uint32_t v) {
+  int32_t r;
+  __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+  return r;
+}
 #else
 #define SNQ_DSP 0
 #endif
+
+/* TFLite's SaturatingRoundingDoublingHighMul is (a*b + 2^30) >> 31 with a floor shift: for
+ * a*b < 0 its nudge 1 - 2^30 and truncation toward zero give the same integer. It saturates
+ * only for a = b = INT32_MIN, which a multiplier >= 2^30 never is, so the kernels use this. */
+static inline int32_t srdhm_pos(int32_t a, int32_t b) {
+  return (int32_t)(((int64_t)a * (int64_t)b + (1 << 30)) >> 31);
+}
+
+/* RoundingDivideByPOT for exponent >= 1: round half away from zero. */
+static inline int32_t rdbpot_fast(int32_t x, int e) {
+  return (int32_t)(((int64_t)x + (1 << (e - 1)) - (x < 0)) >> e);
+}
+
+static inline int32_t requant_fast(int32_t x, int32_t mult, int shift) {
+  if (shift > 0) return srdhm_pos((int32_t)((uint32_t)x << shift), mult);
+  const int32_t r = srdhm_pos(x, mult);
+  return shift == 0 ? r : rdbpot_fast(r, -shift);
+}
 
 int32_t snq_srdhm(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
@@ -55,46 +89,59 @@ int snq_set_level(const snq_model *m, int level) {
   return 0;
 }
 
-static int8_t clamp8(int32_t v, const snq_layer *l) {
+static inline int8_t clamp8(int32_t v, const snq_layer *l) {
   if (v < l->act_min) v = l->act_min;
   if (v > l->act_max) v = l->act_max;
   return (int8_t)v;
 }
 
 /* Bias, requantisation, zero point and the fused activation clamp of output channel c. */
-static int8_t finish(const snq_layer *l, const snq_active *a, int c, int32_t acc) {
+static inline int8_t finish(const snq_layer *l, const snq_active *a, int c, int32_t acc) {
   int32_t mult = a->mult[c];
   if (mult < 0) { /* this level's folded norm gain is negative: the weights' sign flips */
     acc = -acc;
     mult = -mult;
   }
   acc += a->bias[c];
-  return clamp8(snq_requant(acc, mult, a->shift[c]) + l->out_zp, l);
+  return clamp8(requant_fast(acc, mult, a->shift[c]) + l->out_zp, l);
 }
 
 #if SNQ_DSP
 /* Dot products over an im2col row whose groups of 4 are stored as x0, x2, x1, x3, the order
- * __sxtb16 unpacks 4 weights in (bytes 0, 2 and bytes 1, 3). Two output rows share each load. */
-static void dot2(const int8_t *w0, const int8_t *w1, const int16_t *x, int n, int32_t *acc) {
-  int32_t a0 = acc[0], a1 = acc[1];
+ * __sxtb16 unpacks 4 weights in (bytes 0, 2 and bytes 1, 3). Four output rows share each
+ * input load: per 16 MACs 4 + 2 loads, 8 unpacks, 8 dual MACs. */
+static void dot4(const int8_t *const *w, const int16_t *x, int n, int32_t *acc) {
+  const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   int i = 0;
   for (; i + 4 <= n; i += 4) {
-    uint32_t u0, u1, xa, xb;
-    memcpy(&u0, w0 + i, 4);
-    memcpy(&u1, w1 + i, 4);
+    uint32_t u, xa, xb;
     memcpy(&xa, x + i, 4);
     memcpy(&xb, x + i + 2, 4);
-    a0 = __smlad(__sxtb16(u0), xa, a0);
-    a0 = __smlad(__sxtb16(snq_ror8(u0)), xb, a0);
-    a1 = __smlad(__sxtb16(u1), xa, a1);
-    a1 = __smlad(__sxtb16(snq_ror8(u1)), xb, a1);
+    memcpy(&u, w0 + i, 4);
+    a0 = __smlad(__sxtb16(u), xa, a0);
+    a0 = __smlad(sxtb16_ror8(u), xb, a0);
+    memcpy(&u, w1 + i, 4);
+    a1 = __smlad(__sxtb16(u), xa, a1);
+    a1 = __smlad(sxtb16_ror8(u), xb, a1);
+    memcpy(&u, w2 + i, 4);
+    a2 = __smlad(__sxtb16(u), xa, a2);
+    a2 = __smlad(sxtb16_ror8(u), xb, a2);
+    memcpy(&u, w3 + i, 4);
+    a3 = __smlad(__sxtb16(u), xa, a3);
+    a3 = __smlad(sxtb16_ror8(u), xb, a3);
   }
   for (; i < n; ++i) {
-    a0 += w0[i] * x[i];
-    a1 += w1[i] * x[i];
+    const int32_t xi = x[i];
+    a0 += w0[i] * xi;
+    a1 += w1[i] * xi;
+    a2 += w2[i] * xi;
+    a3 += w3[i] * xi;
   }
-  acc[0] = a0;
-  acc[1] = a1;
+  acc[0] += a0;
+  acc[1] += a1;
+  acc[2] += a2;
+  acc[3] += a3;
 }
 
 static void reorder(int16_t *x, int n) {
@@ -105,15 +152,20 @@ static void reorder(int16_t *x, int n) {
   }
 }
 #else
-static void dot2(const int8_t *w0, const int8_t *w1, const int16_t *x, int n, int32_t *acc) {
-  int32_t a0 = acc[0], a1 = acc[1];
+static void dot4(const int8_t *const *w, const int16_t *x, int n, int32_t *acc) {
+  const int8_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   for (int i = 0; i < n; ++i) {
     const int32_t xi = x[i];
     a0 += w0[i] * xi;
     a1 += w1[i] * xi;
+    a2 += w2[i] * xi;
+    a3 += w3[i] * xi;
   }
-  acc[0] = a0;
-  acc[1] = a1;
+  acc[0] += a0;
+  acc[1] += a1;
+  acc[2] += a2;
+  acc[3] += a3;
 }
 
 static void reorder(int16_t *x, int n) {
@@ -122,7 +174,7 @@ static void reorder(int16_t *x, int n) {
 }
 #endif
 
-static void conv(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y,
+SNQ_NOINLINE static void conv(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y,
                  int16_t *col) {
   const int cin = a->in_c, cout = a->out_c, taps = l->kh * l->kw;
   const int32_t off = -l->in_zp;
@@ -147,44 +199,74 @@ static void conv(const snq_layer *l, const snq_active *a, const int8_t *x, int8_
       }
       if (contiguous) reorder(col, taps * cin);
       int8_t *yp = y + ((size_t)oy * (size_t)l->out_w + (size_t)ox) * (size_t)cout;
-      int co = 0;
-      for (; co < cout; co += 2) {
-        const int second = co + 1 < cout; /* odd tail: the second row repeats the first */
-        const int8_t *w0 = l->weight + (size_t)co * row;
-        const int8_t *w1 = second ? w0 + row : w0;
-        int32_t acc[2] = {0, 0};
+      for (int co = 0; co < cout; co += 4) {
+        const int8_t *w[4];
+        for (int k = 0; k < 4; ++k) /* a short tail repeats the last row */
+          w[k] = l->weight + (size_t)(co + k < cout ? co + k : cout - 1) * row;
+        int32_t acc[4] = {0, 0, 0, 0};
         if (contiguous) {
-          dot2(w0, w1, col, taps * cin, acc);
+          dot4(w, col, taps * cin, acc);
         } else {
-          for (int t = 0; t < taps; ++t)
-            dot2(w0 + (size_t)t * (size_t)l->in_full, w1 + (size_t)t * (size_t)l->in_full,
-                 col + (size_t)t * (size_t)cin, cin, acc);
+          for (int t = 0; t < taps; ++t) {
+            const size_t o = (size_t)t * (size_t)l->in_full;
+            const int8_t *wt[4] = {w[0] + o, w[1] + o, w[2] + o, w[3] + o};
+            dot4(wt, col + (size_t)t * (size_t)cin, cin, acc);
+          }
         }
-        yp[co] = finish(l, a, co, acc[0]);
-        if (second) yp[co + 1] = finish(l, a, co + 1, acc[1]);
+        for (int k = 0; k < 4 && co + k < cout; ++k) yp[co + k] = finish(l, a, co + k, acc[k]);
       }
     }
   }
 }
 
-static void depthwise(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y) {
-  const int c = a->out_c, taps = l->kh * l->kw;
+/* Weights [kh*kw][in_full] (tap-major, a level reads the first c of each tap row): adjacent
+ * channels are adjacent in both the input and the weights, so 4 channels go per word. */
+SNQ_NOINLINE static void depthwise(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y) {
+  const int c = a->out_c, cf = l->in_full;
   const int32_t off = -l->in_zp;
   for (int oy = 0; oy < l->out_h; ++oy) {
+    const int iy0 = oy * l->sh - l->pad_top;
+    const int ky0 = iy0 < 0 ? -iy0 : 0;
+    const int ky1 = l->in_h - iy0 < l->kh ? l->in_h - iy0 : l->kh;
     for (int ox = 0; ox < l->out_w; ++ox) {
+      const int ix0 = ox * l->sw - l->pad_left;
+      const int kx0 = ix0 < 0 ? -ix0 : 0;
+      const int kx1 = l->in_w - ix0 < l->kw ? l->in_w - ix0 : l->kw;
       int8_t *yp = y + ((size_t)oy * (size_t)l->out_w + (size_t)ox) * (size_t)c;
-      for (int ch = 0; ch < c; ++ch) {
-        const int8_t *w = l->weight + (size_t)ch * (size_t)taps;
-        int32_t acc = 0;
-        for (int ky = 0; ky < l->kh; ++ky) {
-          const int iy = oy * l->sh - l->pad_top + ky;
-          if (iy < 0 || iy >= l->in_h) continue;
-          for (int kx = 0; kx < l->kw; ++kx) {
-            const int ix = ox * l->sw - l->pad_left + kx;
-            if (ix < 0 || ix >= l->in_w) continue;
-            acc += w[ky * l->kw + kx] *
-                   (x[((size_t)iy * (size_t)l->in_w + (size_t)ix) * (size_t)c + (size_t)ch] + off);
+      int ch = 0;
+#if SNQ_DSP
+      const int32_t off2 = (int32_t)(((uint32_t)off & 0xFFFFu) | ((uint32_t)off << 16));
+      for (; ch + 4 <= c; ch += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const int8_t *xp =
+              x + ((size_t)(iy0 + ky) * (size_t)l->in_w + (size_t)(ix0 + kx0)) * (size_t)c + ch;
+          const int8_t *wp = l->weight + (size_t)(ky * l->kw + kx0) * (size_t)cf + ch;
+          for (int kx = kx0; kx < kx1; ++kx, xp += c, wp += cf) {
+            uint32_t xv, wv;
+            memcpy(&xv, xp, 4);
+            memcpy(&wv, wp, 4);
+            const int32_t x02 = __sxtab16(off2, xv), x13 = sxtab16_ror8(off2, xv);
+            const int32_t w02 = __sxtb16(wv), w13 = sxtb16_ror8(wv);
+            a0 = __smlabb(w02, x02, a0);
+            a2 = __smlatt(w02, x02, a2);
+            a1 = __smlabb(w13, x13, a1);
+            a3 = __smlatt(w13, x13, a3);
           }
+        }
+        yp[ch] = finish(l, a, ch, a0);
+        yp[ch + 1] = finish(l, a, ch + 1, a1);
+        yp[ch + 2] = finish(l, a, ch + 2, a2);
+        yp[ch + 3] = finish(l, a, ch + 3, a3);
+      }
+#endif
+      for (; ch < c; ++ch) {
+        int32_t acc = 0;
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const int8_t *xp =
+              x + ((size_t)(iy0 + ky) * (size_t)l->in_w + (size_t)(ix0 + kx0)) * (size_t)c + ch;
+          const int8_t *wp = l->weight + (size_t)(ky * l->kw + kx0) * (size_t)cf + ch;
+          for (int kx = kx0; kx < kx1; ++kx, xp += c, wp += cf) acc += *wp * (*xp + off);
         }
         yp[ch] = finish(l, a, ch, acc);
       }
@@ -192,7 +274,7 @@ static void depthwise(const snq_layer *l, const snq_active *a, const int8_t *x, 
   }
 }
 
-static void pool(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y) {
+SNQ_NOINLINE static void pool(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y) {
   const int c = a->in_c;
   for (int oy = 0; oy < l->out_h; ++oy) {
     for (int ox = 0; ox < l->out_w; ++ox) {
@@ -223,7 +305,7 @@ static void pool(const snq_layer *l, const snq_active *a, const int8_t *x, int8_
   }
 }
 
-static void add(const snq_layer *l, const snq_active *a, const int8_t *x1, const int8_t *x2,
+SNQ_NOINLINE static void add(const snq_layer *l, const snq_active *a, const int8_t *x1, const int8_t *x2,
                 int8_t *y) {
   const size_t n = (size_t)l->out_h * (size_t)l->out_w * (size_t)a->out_c;
   for (size_t i = 0; i < n; ++i) {
@@ -252,6 +334,9 @@ void snq_run(const snq_model *m, const int8_t *input, int8_t *output) {
         break;
       default: pool(l, a, src, dst); break;
     }
+#ifdef SNQ_PROFILE
+    snq_profile(i); /* called after layer i: the firmware's per-layer timer hook */
+#endif
     last = dst;
     last_size = (size_t)l->out_h * (size_t)l->out_w * (size_t)a->out_c;
   }

@@ -6,9 +6,9 @@
  * RoundingDivideByPOT), so each level's output equals TFLite-Micro's reference kernels on the
  * same quantised level, bit for bit.
  *
- * Weights are stored once, output-unit-major: conv row `o` is [kh][kw][in_full] for the FULL
- * input width, depthwise row `c` is [kh*kw]. A level keeps the first `out_c` rows and the first
- * `in_c` inputs of each tap, so a level switch writes widths and per-level requantisation
+ * Weights are stored once: conv row `o` is [kh][kw][in_full] for the FULL input width
+ * (output-unit-major), depthwise weights are [kh*kw][in_full] (tap-major). A level keeps the
+ * first `out_c` rows and the first `in_c` inputs of each tap (a fixed-stride view), so a level switch writes widths and per-level requantisation
  * pointers only; no weight byte moves. Activations are H x W x C (channels last) at the active
  * width in one static arena whose value offsets the generator computed for the full level.
  * No malloc, no libm, no globals here.
@@ -44,7 +44,7 @@ typedef struct {
   int32_t kh, kw, sh, sw;           /* window and strides */
   int32_t pad_top, pad_left;        /* explicit leading padding */
   int32_t in_full;                  /* full input width: the weight row stride per tap */
-  const int8_t *weight;             /* conv [out][kh][kw][in_full]; depthwise [c][kh*kw] */
+  const int8_t *weight;             /* conv [out][kh][kw][in_full]; depthwise [kh*kw][in_full] */
   int32_t src, src2, dst;           /* arena offsets (SNQ_INPUT: the input); src2 for ADD */
   int32_t in_group, out_group;      /* columns of the level table */
   int32_t in_zp, in2_zp, out_zp;    /* activation zero points */
@@ -83,6 +83,10 @@ int snq_set_level(const snq_model *m, int level);
 /* One example. `input` in the model's input layout (int8, the input zero point and scale);
  * `output` gets the last layer's int8 values (the logits). */
 void snq_run(const snq_model *m, const int8_t *input, int8_t *output);
+
+#ifdef SNQ_PROFILE
+void snq_profile(int layer); /* supplied by the application */
+#endif
 
 /* Index of the first largest of n values (the predicted class). */
 int snq_argmax(const int8_t *x, int n);

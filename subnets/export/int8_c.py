@@ -145,8 +145,9 @@ def source(name: str, steps: list, widths: list[dict], groups: list[str], full: 
     offs, arena = plan_arena(lives)
     offset = dict(zip(ids, offs, strict=True))
     scratch = scratch_elems(steps, full)
-    arrays = [_ints("int8_t", f"w{j}", s.q["weights"]) for j, s in enumerate(steps)
-              if "weights" in s.q]
+    # conv rows [out][kh][kw][in_full]; depthwise tap-major [kh*kw][in_full] (4 channels a word)
+    arrays = [_ints("int8_t", f"w{j}", s.q["weights"].T if s.kind == "depthwise"
+                    else s.q["weights"]) for j, s in enumerate(steps) if "weights" in s.q]
     weight_bytes = sum(s.q["weights"].size for s in steps if "weights" in s.q)
     t_arrays, refs, table_bytes = tables(steps)
     n, nl = len(steps), len(widths)

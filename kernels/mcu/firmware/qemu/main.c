@@ -12,6 +12,15 @@
 
 static uint32_t ticks(void) { return TIMER0[1]; } /* VALUE, counting down */
 
+#ifdef SNQ_PROFILE
+static uint32_t prof[64], prof_last;
+void snq_profile(int layer) {
+  const uint32_t t = ticks();
+  if (layer < 64) prof[layer] += prof_last - t;
+  prof_last = ticks();
+}
+#endif
+
 int main(void) {
   static int8_t out[MODEL_OUTPUT_SIZE];
   TIMER0[0] = 0;
@@ -35,5 +44,11 @@ int main(void) {
     }
     printf("\n");
   }
+#ifdef SNQ_PROFILE
+  for (int l = 0; l < 64; ++l) prof[l] = 0;
+  prof_last = ticks();
+  model_run(EXAMPLES[0], out);
+  for (int l = 0; l < 64 && prof[l]; ++l) printf("layer %d ticks %lu\n", l, (unsigned long)prof[l]);
+#endif
   return 0;
 }

@@ -38,7 +38,8 @@ static inline int32_t srdhm_pos(int32_t a, int32_t b) {
 
 /* RoundingDivideByPOT for exponent >= 1: round half away from zero. */
 static inline int32_t rdbpot_fast(int32_t x, int e) {
-  return (int32_t)(((int64_t)x + (1 << (e - 1)) - (x < 0)) >> e);
+  const int32_t mask = (int32_t)((1u << e) - 1u);
+  return (x >> e) + ((x & mask) > (mask >> 1) + (x < 0));
 }
 
 static inline int32_t requant_fast(int32_t x, int32_t mult, int shift) {
@@ -144,6 +145,45 @@ static void dot4(const int8_t *const *w, const int16_t *x, int n, int32_t *acc) 
   acc[3] += a3;
 }
 
+/* Two output rows x two im2col columns: each weight word serves 2 columns and each column
+ * word 2 rows (per 16 MACs: 2 + 4 loads, 4 unpacks, 8 dual MACs). acc: r0c0, r0c1, r1c0, r1c1. */
+static void dot2x2(const int8_t *w0, const int8_t *w1, const int16_t *c0, const int16_t *c1,
+                   int n, int32_t *acc) {
+  int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    uint32_t u0, u1, x0a, x0b, x1a, x1b;
+    memcpy(&u0, w0 + i, 4);
+    memcpy(&x0a, c0 + i, 4);
+    memcpy(&x1a, c1 + i, 4);
+    int32_t wl = __sxtb16(u0);
+    a00 = __smlad(wl, x0a, a00);
+    a01 = __smlad(wl, x1a, a01);
+    memcpy(&u1, w1 + i, 4);
+    wl = __sxtb16(u1);
+    a10 = __smlad(wl, x0a, a10);
+    a11 = __smlad(wl, x1a, a11);
+    memcpy(&x0b, c0 + i + 2, 4);
+    memcpy(&x1b, c1 + i + 2, 4);
+    wl = sxtb16_ror8(u0);
+    a00 = __smlad(wl, x0b, a00);
+    a01 = __smlad(wl, x1b, a01);
+    wl = sxtb16_ror8(u1);
+    a10 = __smlad(wl, x0b, a10);
+    a11 = __smlad(wl, x1b, a11);
+  }
+  for (; i < n; ++i) {
+    a00 += w0[i] * c0[i];
+    a01 += w0[i] * c1[i];
+    a10 += w1[i] * c0[i];
+    a11 += w1[i] * c1[i];
+  }
+  acc[0] = a00;
+  acc[1] = a01;
+  acc[2] = a10;
+  acc[3] = a11;
+}
+
 static void reorder(int16_t *x, int n) {
   for (int i = 0; i + 4 <= n; i += 4) {
     const int16_t t = x[i + 1];
@@ -174,47 +214,74 @@ static void reorder(int16_t *x, int n) {
 }
 #endif
 
-SNQ_NOINLINE static void conv(const snq_layer *l, const snq_active *a, const int8_t *x, int8_t *y,
-                 int16_t *col) {
+/* im2col of output position (oy, ox) with the input offset added; padding is 0, the zero
+ * point's real value. Under DSP each group of 4 is stored x0, x2, x1, x3 (see reorder). */
+static void im2col(const snq_layer *l, int cin, int contiguous, int32_t off, const int8_t *x,
+                   int oy, int ox, int16_t *col) {
+  for (int ky = 0; ky < l->kh; ++ky) {
+    const int iy = oy * l->sh - l->pad_top + ky;
+    for (int kx = 0; kx < l->kw; ++kx) {
+      const int ix = ox * l->sw - l->pad_left + kx;
+      int16_t *c = col + (size_t)(ky * l->kw + kx) * (size_t)cin;
+      if (iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w) {
+        for (int ci = 0; ci < cin; ++ci) c[ci] = 0;
+      } else {
+        const int8_t *xp = x + ((size_t)iy * (size_t)l->in_w + (size_t)ix) * (size_t)cin;
+        for (int ci = 0; ci < cin; ++ci) c[ci] = (int16_t)(xp[ci] + off);
+      }
+      if (!contiguous) reorder(c, cin);
+    }
+  }
+  if (contiguous) reorder(col, l->kh * l->kw * cin);
+}
+
+/* Scratch: two im2col columns of kh*kw*in_full int16 each (the generator sizes it). */
+SNQ_NOINLINE static void conv(const snq_layer *l, const snq_active *a, const int8_t *x,
+                              int8_t *y, int16_t *col) {
   const int cin = a->in_c, cout = a->out_c, taps = l->kh * l->kw;
   const int32_t off = -l->in_zp;
-  const size_t row = (size_t)taps * (size_t)l->in_full;
+  const size_t row = (size_t)taps * (size_t)l->in_full, len = (size_t)taps * (size_t)cin;
   const int contiguous = cin == l->in_full; /* then one dot product over all taps */
-  for (int oy = 0; oy < l->out_h; ++oy) {
-    for (int ox = 0; ox < l->out_w; ++ox) {
-      /* im2col with the input offset added; padding is 0 = the zero point's real value. */
-      for (int ky = 0; ky < l->kh; ++ky) {
-        const int iy = oy * l->sh - l->pad_top + ky;
-        for (int kx = 0; kx < l->kw; ++kx) {
-          const int ix = ox * l->sw - l->pad_left + kx;
-          int16_t *c = col + (size_t)(ky * l->kw + kx) * (size_t)cin;
-          if (iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w) {
-            for (int ci = 0; ci < cin; ++ci) c[ci] = 0;
-          } else {
-            const int8_t *xp = x + ((size_t)iy * (size_t)l->in_w + (size_t)ix) * (size_t)cin;
-            for (int ci = 0; ci < cin; ++ci) c[ci] = (int16_t)(xp[ci] + off);
-          }
-          if (!contiguous) reorder(c, cin);
+  const int positions = l->out_h * l->out_w;
+  int p = 0;
+#if SNQ_DSP
+  int16_t *col1 = col + len;
+  for (; contiguous && p + 2 <= positions; p += 2) {
+    im2col(l, cin, 1, off, x, p / l->out_w, p % l->out_w, col);
+    im2col(l, cin, 1, off, x, (p + 1) / l->out_w, (p + 1) % l->out_w, col1);
+    int8_t *y0 = y + (size_t)p * (size_t)cout, *y1 = y0 + cout;
+    for (int co = 0; co < cout; co += 2) {
+      const int8_t *w0 = l->weight + (size_t)co * row;
+      const int second = co + 1 < cout;
+      int32_t acc[4];
+      dot2x2(w0, second ? w0 + row : w0, col, col1, (int)len, acc);
+      y0[co] = finish(l, a, co, acc[0]);
+      y1[co] = finish(l, a, co, acc[1]);
+      if (second) {
+        y0[co + 1] = finish(l, a, co + 1, acc[2]);
+        y1[co + 1] = finish(l, a, co + 1, acc[3]);
+      }
+    }
+  }
+#endif
+  for (; p < positions; ++p) {
+    im2col(l, cin, contiguous, off, x, p / l->out_w, p % l->out_w, col);
+    int8_t *yp = y + (size_t)p * (size_t)cout;
+    for (int co = 0; co < cout; co += 4) {
+      const int8_t *w[4];
+      for (int k = 0; k < 4; ++k) /* a short tail repeats the last row */
+        w[k] = l->weight + (size_t)(co + k < cout ? co + k : cout - 1) * row;
+      int32_t acc[4] = {0, 0, 0, 0};
+      if (contiguous) {
+        dot4(w, col, (int)len, acc);
+      } else {
+        for (int t = 0; t < taps; ++t) {
+          const size_t o = (size_t)t * (size_t)l->in_full;
+          const int8_t *wt[4] = {w[0] + o, w[1] + o, w[2] + o, w[3] + o};
+          dot4(wt, col + (size_t)t * (size_t)cin, cin, acc);
         }
       }
-      if (contiguous) reorder(col, taps * cin);
-      int8_t *yp = y + ((size_t)oy * (size_t)l->out_w + (size_t)ox) * (size_t)cout;
-      for (int co = 0; co < cout; co += 4) {
-        const int8_t *w[4];
-        for (int k = 0; k < 4; ++k) /* a short tail repeats the last row */
-          w[k] = l->weight + (size_t)(co + k < cout ? co + k : cout - 1) * row;
-        int32_t acc[4] = {0, 0, 0, 0};
-        if (contiguous) {
-          dot4(w, col, taps * cin, acc);
-        } else {
-          for (int t = 0; t < taps; ++t) {
-            const size_t o = (size_t)t * (size_t)l->in_full;
-            const int8_t *wt[4] = {w[0] + o, w[1] + o, w[2] + o, w[3] + o};
-            dot4(wt, col + (size_t)t * (size_t)cin, cin, acc);
-          }
-        }
-        for (int k = 0; k < 4 && co + k < cout; ++k) yp[co + k] = finish(l, a, co + k, acc[k]);
-      }
+      for (int k = 0; k < 4 && co + k < cout; ++k) yp[co + k] = finish(l, a, co + k, acc[k]);
     }
   }
 }

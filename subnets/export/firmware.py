@@ -43,7 +43,7 @@ def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4") -> Path:
         f" = {{\n{rows}\n}};\n")
     fw = mcu_dir() / "firmware" / "qemu"
     elf = out / f"fw_{cpu}.elf"
-    subprocess.run([shutil.which("arm-none-eabi-gcc") or "arm-none-eabi-gcc", *flags, "-O2",
+    subprocess.run([shutil.which("arm-none-eabi-gcc") or "arm-none-eabi-gcc", *flags, "-O3",
                     "-std=c99", "-Wall", "-Wextra", "-Werror", "--specs=rdimon.specs",
                     f"-T{fw / 'mps2.ld'}", f"-I{out}", str(fw / "startup.c"),
                     str(fw / "main.c"), str(out / "model.c"), str(out / "snq.c"), "-o",

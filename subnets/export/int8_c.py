@@ -70,7 +70,7 @@ def arena_bytes(steps: list, widths: dict) -> int:
 def scratch_elems(steps: list, widths: dict) -> int:
     n = max([s.window[0] * s.window[1] * widths[s.in_group] for s in steps if s.kind == "conv"]
             or [1])
-    return n + (n & 1)
+    return 2 * (n + (n & 1))  # two im2col columns (the 2x2 DSP kernel)
 
 
 def macs(steps: list, widths: dict) -> int:

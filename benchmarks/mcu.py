@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> dict:
         host = _host_outputs(Path(tmp), xq, len(fam.levels))
         tfl = [level_tflite(steps, qz["widths"][i], i) for i in range(len(fam.levels))]
         exact = [bool(np.array_equal(host[i], _tflm(t, xq))) for i, t in enumerate(tfl)]
+        from subnets.export.tflm import measure_arena
+
+        tflm_arena = measure_arena(tfl[-1])
+        own = mm.dscnn(k=2, per_level_stats=True) if args.quick else mm.dscnn_s(
+            per_level_stats=True)
+        m_own = nested_c(own, Path(tmp) / "own", representative=rep, name="model")
         ex = xq[:2]
         res = {cpu: firmware.run(firmware.build(tmp, ex, cpu), cpu)
                for cpu in ("m4", "m0plus")}
@@ -71,7 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
            "flash_ratio_vs_largest_level": round(stored / levels[-1]["weight_bytes"], 4),
            "flash_ratio_vs_sum_tflite": round(stored / sum(lv["tflite_bytes"] for lv in levels),
                                               4),
-           "arena_bytes": m["arena_bytes"], "switch_bytes_moved": 0,
+           "flash_ratio_vs_largest_level_own_stats": round(
+               (m_own["weight_bytes"] + m_own["table_bytes"]) / m_own["levels"][-1][
+                   "weight_bytes"], 4),
+           "arena_bytes": m["arena_bytes"], "tflm_arena_bytes_largest_level": int(tflm_arena),
+           "ram_ratio_vs_tflm_arena": round(m["arena_bytes"] / tflm_arena, 4),
+           "switch_bytes_moved": 0,
            "switch_instructions_m4": levels[-1]["switch_instructions_m4"],
            "instructions_per_mac_m4": levels[-1]["instructions_per_mac_m4"],
            "instructions_per_mac_m0plus": levels[-1]["instructions_per_mac_m0plus"],

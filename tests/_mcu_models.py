@@ -229,7 +229,7 @@ def resnet(seed=1, per_level_stats=False):
     return b.family(groups, levels, per_level_stats)
 
 
-def dscnn_s(seed=0, blocks=4, c=64, input_shape=(49, 10, 1), classes=12):
+def dscnn_s(seed=0, blocks=4, c=64, input_shape=(49, 10, 1), classes=12, per_level_stats=False):
     """The DS-CNN-S shape (Hello Edge): stem 10x4/2 SAME to 25x5 x 64, 4 x (dw 3x3 + pw 64),
     mean, dense; 4 uniform levels (1/4 .. full)."""
     b = _Builder(np.random.default_rng(seed), input_shape, 1)
@@ -251,4 +251,4 @@ def dscnn_s(seed=0, blocks=4, c=64, input_shape=(49, 10, 1), classes=12):
     groups = [_g("in", 1, True), *[_g(f"g{i}", c) for i in range(blocks + 1)],
               _g("out", classes, True)]
     levels = [{f"g{i}": c * q // 4 for i in range(blocks + 1)} for q in (1, 2, 3, 4)]
-    return b.family(groups, levels)
+    return b.family(groups, levels, per_level_stats)

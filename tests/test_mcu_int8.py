@@ -139,3 +139,17 @@ def test_runtime_unit_checks_strict_and_sanitized(tmp_path):
     res = subprocess.run(["make", "-C", str(mcu_dir()), "test"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("ok") >= 2
+
+
+@pytest.mark.skipif(ARM_GCC is None, reason="needs arm-none-eabi-gcc")
+def test_board_firmware_cross_builds_for_nano33ble_and_pico(tmp_path):
+    from subnets.export import firmware
+
+    fam = mm.dscnn()
+    rep = np.random.default_rng(0).normal(0, 1, (4,) + fam.net.graph.input_shape)
+    m = nested_c(fam, tmp_path, representative=rep, name="model")
+    for board in ("nano33ble", "pico"):
+        built = firmware.build_board(tmp_path, board)
+        assert built["elf"].stat().st_size > 0
+        assert built["flash_bytes"] > m["weight_bytes"] + m["table_bytes"]
+        assert built["ram_bytes"] >= m["arena_bytes"]

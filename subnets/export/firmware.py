@@ -29,6 +29,12 @@ from subnets.export.kernels_dir import mcu_dir
 
 CPUS = {"m4": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft"], "mps2-an386"),
         "m0plus": (["-mcpu=cortex-m0plus", "-mthumb"], "mps2-an385")}
+BOARDS = {  # board firmware: compiler flags, folder, linker script, extra sources
+    "nano33ble": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+                  "nano33ble", "nrf52840.ld", ("board.c",)),
+    "pico": (["-mcpu=cortex-m0plus", "-mthumb"], "pico", "rp2040_ram.ld",
+             ("board.c", "entry.c")),
+}
 INSTRUCTIONS_PER_TICK = 40  # 1 ns per instruction (icount shift=0) / 25 MHz timer
 
 
@@ -49,6 +55,27 @@ def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4") -> Path:
                     str(fw / "main.c"), str(out / "model.c"), str(out / "snq.c"), "-o",
                     str(elf)], check=True, capture_output=True, text=True)
     return elf
+
+
+def build_board(out_dir: str | Path, board: str) -> dict:
+    """Cross-build the UART firmware of ``board`` (``"nano33ble"`` or ``"pico"``) around the
+    artifact in ``out_dir``; returns ``elf``, ``flash_bytes`` (text + data) and ``ram_bytes``
+    (data + bss, without the stack) as ``arm-none-eabi-size`` reports them."""
+    out = Path(out_dir)
+    flags, folder, script, extra = BOARDS[board]
+    fw = mcu_dir() / "firmware"
+    elf = out / f"fw_{board}.elf"
+    srcs = [fw / "common" / "startup_cm.c", fw / "common" / "main_board.c",
+            *[fw / folder / f for f in extra], out / "model.c", out / "snq.c"]
+    subprocess.run(["arm-none-eabi-gcc", *flags, "-O3", "-std=c99", "-Wall", "-Wextra",
+                    "-Werror", "-ffunction-sections", "-fdata-sections", "-nostartfiles",
+                    "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
+                    f"-T{fw / folder / script}", f"-I{out}", *map(str, srcs), "-o", str(elf)],
+                   check=True, capture_output=True, text=True)
+    size = subprocess.run(["arm-none-eabi-size", str(elf)], check=True, capture_output=True,
+                          text=True).stdout.split("\n")[1].split()
+    text, data, bss = (int(v) for v in size[:3])
+    return {"elf": elf, "flash_bytes": text + data, "ram_bytes": data + bss}
 
 
 def run(elf: str | Path, cpu: str = "m4", timeout: float = 120.0) -> list[dict]:

@@ -184,7 +184,8 @@ def source(name: str, steps: list, widths: list[dict], groups: list[str], full: 
         f"  for (int i = {nl - 1}; i >= 0; --i)",
         f"    if ({name}_levels[i].macs <= max_macs) return i;", "  return -1;", "}", ""])
     sizes = {"weight_bytes": int(weight_bytes), "table_bytes": int(table_bytes),
-             "arena_bytes": int(arena + 2 * scratch), "output_size": int(out_n)}
+             "arena_bytes": int(arena + 2 * scratch), "output_size": int(out_n),
+             "input_size": int(steps[0].in_hw[0] * steps[0].in_hw[1] * full[steps[0].in_group])}
     return _header(name, nl, sizes, steps), src, sizes
 
 
@@ -198,6 +199,7 @@ def _header(name: str, nl: int, sizes: dict, steps: list) -> str:
         " * Quantisation: TFLite-Micro's (real = scale * (q - zero_point)). */",
         f"#ifndef SUBNETS_{up}_H_", f"#define SUBNETS_{up}_H_", "", "#include <stdint.h>", "",
         f"#define {up}_NUM_LEVELS {nl}",
+        f"#define {up}_INPUT_SIZE {sizes['input_size']}  /* int8, the example row-major */",
         f"#define {up}_OUTPUT_SIZE {sizes['output_size']}  /* int8 logits */",
         f"#define {up}_ARENA_BYTES {sizes['arena_bytes']}  /* static, full level */",
         f"#define {up}_INPUT_SCALE {s_in!r}f", f"#define {up}_INPUT_ZERO_POINT {zp_in}",

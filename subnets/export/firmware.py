@@ -38,22 +38,32 @@ BOARDS = {  # board firmware: compiler flags, folder, linker script, extra sourc
 INSTRUCTIONS_PER_TICK = 40  # 1 ns per instruction (icount shift=0) / 25 MHz timer
 
 
-def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4") -> Path:
-    """ELF of the firmware for ``cpu`` around the artifact in ``out_dir`` (named ``model``)."""
+def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4", *,
+          float32: bool = False) -> Path:
+    """ELF of the firmware for ``cpu`` around the artifact in ``out_dir`` (named ``model``);
+    ``float32``: the float artifact (``nested_c(..., int8=False)``), hard float on the M4F."""
     out = Path(out_dir)
     flags, _ = CPUS[cpu]
-    ex = np.asarray(examples, np.int8).reshape(len(examples), -1)
-    rows = ",\n".join("  {" + ", ".join(map(str, r)) + "}" for r in ex.tolist())
+    ctype = "float" if float32 else "int8_t"
+    ex = np.asarray(examples, np.float32 if float32 else np.int8).reshape(len(examples), -1)
+    fmt = (lambda v: f"{v:.8e}f") if float32 else str
+    rows = ",\n".join("  {" + ", ".join(map(fmt, r)) + "}" for r in ex.tolist())
     (out / "examples.h").write_text(
-        f"#define NUM_EXAMPLES {len(ex)}\nstatic const int8_t EXAMPLES[{len(ex)}][{ex.shape[1]}]"
-        f" = {{\n{rows}\n}};\n")
+        f"#define NUM_EXAMPLES {len(ex)}\nstatic const {ctype} EXAMPLES[{len(ex)}]"
+        f"[{ex.shape[1]}] = {{\n{rows}\n}};\n")
     fw = mcu_dir() / "firmware" / "qemu"
-    elf = out / f"fw_{cpu}.elf"
+    if float32:
+        if cpu == "m4":
+            flags = [f for f in flags if "float-abi" not in f] + ["-mfloat-abi=hard",
+                                                                  "-mfpu=fpv4-sp-d16"]
+        srcs = [fw / "main_float.c", out / "model.c", out / "subnets_rt.c"]
+    else:
+        srcs = [fw / "main.c", out / "model.c", out / "snq.c"]
+    elf = out / f"fw_{cpu}{'_f32' if float32 else ''}.elf"
     subprocess.run([shutil.which("arm-none-eabi-gcc") or "arm-none-eabi-gcc", *flags, "-O3",
                     "-std=c99", "-Wall", "-Wextra", "-Werror", "--specs=rdimon.specs",
-                    f"-T{fw / 'mps2.ld'}", f"-I{out}", str(fw / "startup.c"),
-                    str(fw / "main.c"), str(out / "model.c"), str(out / "snq.c"), "-o",
-                    str(elf)], check=True, capture_output=True, text=True)
+                    f"-T{fw / 'mps2.ld'}", f"-I{out}", str(fw / "startup.c"), *map(str, srcs),
+                    "-o", str(elf)], check=True, capture_output=True, text=True)
     return elf
 
 

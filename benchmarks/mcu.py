@@ -25,6 +25,30 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
+def _float_artifact() -> dict:
+    """Instructions per MAC of the float32 artifact it replaces (zoo ds-cnn-s, 49x10x1, 4
+    uniform levels: the same layer shapes), M4F hard float and M0+ soft float, full level."""
+    import jax
+
+    import subnets
+    from subnets import export
+    from subnets.export import firmware
+    from subnets.export.nested_artifact import nested_c_float
+    from subnets.runtime.family import Family
+
+    net = subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1))
+    fam = Family(net, net.init(jax.random.key(0)),
+                 export.uniform_levels(net.graph, [0.25, 0.5, 0.75, 1.0]))
+    x = np.random.default_rng(0).normal(0, 1, (1, 49, 10, 1)).astype(np.float32)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        m = nested_c_float(fam, tmp, name="model")
+        for cpu in ("m4", "m0plus"):
+            r = firmware.run(firmware.build(tmp, x, cpu, float32=True), cpu, timeout=900)
+            out[cpu] = round(r[-1]["run_instructions"] / m["levels"][-1]["macs"], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="narrow model, 2 examples")
@@ -57,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         ex = xq[:2]
         res = {cpu: firmware.run(firmware.build(tmp, ex, cpu), cpu)
                for cpu in ("m4", "m0plus")}
+    float_ipm = _float_artifact() if not args.quick else {}
     levels = []
     for i, lv in enumerate(m["levels"]):
         row = {"macs": lv["macs"], "weight_bytes": lv["weight_bytes"],
@@ -86,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
            "switch_instructions_m4": levels[-1]["switch_instructions_m4"],
            "instructions_per_mac_m4": levels[-1]["instructions_per_mac_m4"],
            "instructions_per_mac_m0plus": levels[-1]["instructions_per_mac_m0plus"],
+           "float32_instructions_per_mac": float_ipm or None,
            "quick": args.quick, "machine": "shared 2-core host, QEMU 7.2 -icount shift=0"}
     print(json.dumps(out))
     return out

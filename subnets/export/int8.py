@@ -69,6 +69,7 @@ class Step:
     stride: tuple[int, int] = (1, 1)
     pad: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
     flatten: bool = False
+    affine: bool = False               # a standalone norm: per-channel gain and offset only
     name: str = ""
     q: dict = field(default_factory=dict)  # filled by quantize()
 
@@ -151,9 +152,16 @@ def lower(graph: Any) -> tuple[list[Step], int]:
                 ok = p is not None and p.kernel is not None and p.norm is None and \
                     p.act is None and uses.get(ins[0], 0) == 1
                 if not ok:
-                    raise ExportError(f"nested_c: {where}: a norm must directly follow a layer "
-                                      "(its only use) to fold into the int8 requantisation")
-                p.norm = graph.norm(op.ref)
+                    # A norm on a value with other uses (pre-activation blocks) or after an
+                    # add/pool: its own per-channel affine step, a 1x1 depthwise with weight 1.
+                    g = group.get(ins[0], op.group)
+                    h = hw.get(ins[0], (1, 1))
+                    p = Step("depthwise", ins[0], op.output, g, g, norm=graph.norm(op.ref),
+                             in_hw=h, out_hw=h, affine=True)
+                    p.name = "/".join(op.ref[1:] or op.ref)
+                    steps.append(p)
+                else:
+                    p.norm = graph.norm(op.ref)
             else:
                 name = _attrs(op).get("name")
                 if name not in ACTIVATIONS:
@@ -308,9 +316,10 @@ def quantize(family: Any, steps: list[Step], representative: np.ndarray) -> dict
         if s.kind == "add":
             s.q["in2"] = values[s.src2]
             continue
-        if s.kernel is None:
+        if s.kernel is None and not s.affine:
             continue
-        rows = _rows(s, get_path(variables, s.kernel), full[s.in_group])
+        rows = (np.ones((full[s.out_group], 1)) if s.affine else
+                _rows(s, get_path(variables, s.kernel), full[s.in_group]))
         w_scale = np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127.0
         s.q["weights"] = np.clip(round_away(rows / w_scale[:, None]), -127, 127).astype(np.int8)
         s.q["w_scale"] = w_scale

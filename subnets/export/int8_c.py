@@ -7,7 +7,7 @@ and ``manifest.json``.
 
 Example:
     >>> from subnets.export.int8_c import plan_arena
-    >>> plan_arena([(0, 2, 100), (1, 2, 50), (2, 3, 100)])
+    >>> plan_arena([(0, 1, 100), (1, 2, 50), (2, 3, 100)])  # the first and last never meet
     ([0, 100, 0], 152)
 
 References:

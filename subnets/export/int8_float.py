@@ -73,6 +73,9 @@ def run_float(steps: list, variables: dict, x: np.ndarray) -> dict[int, np.ndarr
             y = sum(w @ k[ky, kx] for ky, kx, w in _windows(a, s))
             gain, shift = _gain(s, variables, k.shape[-1])
             y = _act(y * gain + shift, s.act)
+        elif s.affine:
+            gain, shift = _gain(s, variables, a.shape[-1])
+            y = _act(a * gain + shift, s.act)
         elif s.kind == "depthwise":
             k = np.asarray(get_path(variables, s.kernel), np.float64)
             k = k.reshape(k.shape[0], k.shape[1], -1)

@@ -104,6 +104,11 @@ def test_select_and_errors(tmp_path):
                     str(tmp_path / "snq.c"), "-o", str(tmp_path / "sel")], check=True)
     got = subprocess.run([str(tmp_path / "sel")], capture_output=True, text=True).stdout.split()
     assert got == ["-1", "0", "2", "3"]
+    counts = [1111, 2222, 3333, 4444]
+    nested_c(fam, tmp_path / "i", representative=rep, name="model", instructions=counts)
+    assert "3333UL}" in (tmp_path / "i" / "model.c").read_text()
+    with pytest.raises(ExportError, match="instructions"):
+        nested_c(fam, tmp_path / "i", representative=rep, name="model", instructions=[1])
     with pytest.raises(ExportError, match="representative"):
         nested_c(fam, tmp_path)
     with pytest.raises(ExportError, match="input_shape"):

@@ -57,7 +57,8 @@ def prepare(family: Any, representative: Any) -> tuple[list, dict]:
 
 
 def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = None,
-             int8: bool = True, name: str = "subnets_model") -> dict:
+             int8: bool = True, name: str = "subnets_model",
+             instructions: Any = None) -> dict:
     """Write one C99 artifact holding every level of ``family`` over shared weights.
 
     Args:
@@ -67,6 +68,8 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
             (required with ``int8``).
         int8: TFLite-Micro-exact int8 (default); ``False``: the float32 artifact.
         name: C identifier prefixing the files and the entry points.
+        instructions: optional measured instructions per inference, one per level (e.g. from
+            :func:`subnets.export.firmware.run`), written into the header's level table.
 
     Returns:
         The manifest (also ``manifest.json``): ``files``, ``weight_bytes``, ``table_bytes``,
@@ -88,6 +91,9 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
         raise ExportError("nested_c: int8 needs representative=(N,)+input_shape float inputs "
                           "from the training data (or int8=False for the float artifact)")
     steps, qz = prepare(family, representative)
+    if instructions is not None and len(instructions) != len(qz["widths"]):
+        raise ExportError(f"nested_c: instructions has {len(instructions)} entries for "
+                          f"{len(qz['widths'])} levels")
     graph = family.net.graph
     groups = [g.name for g in graph.groups]
     full = {g.name: int(g.size) for g in graph.groups}
@@ -100,7 +106,9 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
         tb = sum(9 * lv[s.out_group] for s in steps if "weights" in s.q)
         rows.append({"widths": {g.name: lv[g.name] for g in graph.free},
                      "macs": int_c_macs(steps, lv), "weight_bytes": int(wb + tb),
-                     "arena_bytes": int(int8_c.arena_bytes(steps, lv))})
+                     "arena_bytes": int(int8_c.arena_bytes(steps, lv)),
+                     "instructions": int(instructions[len(rows)]) if instructions is not None
+                     else None})
     header, source, sizes = int8_c.source(name, steps, qz["widths"], groups, full, rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
            "bit_exact_levels": int(sum(exact)),
            "flash_bytes": stored,
            "flash_ratio_vs_largest_level": round(stored / levels[-1]["weight_bytes"], 4),
+           "flash_ratio_vs_largest_level_tflite": round(stored / levels[-1]["tflite_bytes"], 4),
            "flash_ratio_vs_sum_tflite": round(stored / sum(lv["tflite_bytes"] for lv in levels),
                                               4),
            "flash_ratio_vs_largest_level_own_stats": round(

@@ -48,6 +48,10 @@ static inline int32_t requant_fast(int32_t x, int32_t mult, int shift) {
   return shift == 0 ? r : rdbpot_fast(r, -shift);
 }
 
+int32_t snq_requant_kernel(int32_t x, int32_t multiplier, int shift) {
+  return requant_fast(x, multiplier, shift);
+}
+
 int32_t snq_srdhm(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
   const int64_t ab = (int64_t)a * (int64_t)b;

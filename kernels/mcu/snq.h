@@ -95,6 +95,8 @@ int snq_argmax(const int8_t *x, int n);
 int32_t snq_requant(int32_t x, int32_t multiplier, int shift);
 int32_t snq_srdhm(int32_t a, int32_t b);
 int32_t snq_rdbpot(int32_t x, int exponent);
+/* The kernels' faster form of snq_requant (equal for multipliers in [2^30, 2^31)). */
+int32_t snq_requant_kernel(int32_t x, int32_t multiplier, int shift);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,22 @@ int main(void) {
   CHECK(snq_requant(3, 1 << 30, 2), 6);               /* left shift 2, then * 0.5 */
   const int8_t v[5] = {-3, 7, 7, -128, 2};
   CHECK(snq_argmax(v, 5), 1);                         /* the first of ties */
+  /* The kernels' form equals TFLite's on 2^20 pseudo-random (x, multiplier, shift). */
+  uint32_t r = 12345u;
+  for (long i = 0; i < (1L << 20); ++i) {
+    r = r * 1664525u + 1013904223u;
+    const int32_t x = (int32_t)r;
+    r = r * 1664525u + 1013904223u;
+    const int32_t m = (int32_t)(0x40000000u | (r >> 2));
+    r = r * 1664525u + 1013904223u;
+    const int shift = (int)(r % 39u) - 31; /* -31 .. 7 */
+    const int32_t xs = shift > 0 ? x >> 8 : x; /* keep x << shift in range, as real sums are */
+    if (snq_requant_kernel(xs, m, shift) != snq_requant(xs, m, shift)) {
+      printf("FAIL requant x=%ld m=%ld shift=%d\n", (long)xs, (long)m, shift);
+      ++failures;
+      break;
+    }
+  }
   if (failures == 0) printf("ok\n");
   return failures != 0;
 }

@@ -158,3 +158,16 @@ def test_board_firmware_cross_builds_for_nano33ble_and_pico(tmp_path):
         assert built["elf"].stat().st_size > 0
         assert built["flash_bytes"] > m["weight_bytes"] + m["table_bytes"]
         assert built["ram_bytes"] >= m["arena_bytes"]
+
+
+def test_cli_nested_c_writes_int8_for_a_program_and_checks_the_board(tmp_path, capsys):
+    from subnets.cli.export import _nested_c
+    from subnets.export import Board
+
+    fam = mm.dscnn()
+    rep = np.random.default_rng(0).normal(0, 1, (4,) + fam.net.graph.input_shape)
+    assert _nested_c(fam, tmp_path / "a", Board("big", 1 << 20, 1 << 18), rep)
+    text = capsys.readouterr().out
+    assert "(int8)" in text and "margin" in text and (tmp_path / "a" / "snq.c").exists()
+    assert not _nested_c(fam, tmp_path / "b", Board("tiny", 8 * 1024 + 100, 5 * 1024), rep)
+    assert "DOES NOT FIT" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        info = nested_c(fam, tmp / "out", name="bench")
+        info = nested_c(fam, tmp / "out", name="bench", int8=False)
         main_c = tmp / "main.c"
         main_c.write_text(BENCH_MAIN.replace("NAME", "bench").replace("UP", "BENCH"))
         exe = tmp / "bench"

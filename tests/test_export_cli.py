@@ -77,3 +77,21 @@ def test_nested_c_format_needs_no_tensorflow_or_data(run_dir, tmp_path, capsys):
 def test_unknown_format_is_named(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--formats", "onnx"]) == 2
     assert "onnx" in capsys.readouterr().err
+
+
+def test_nested_c_board_check_exits_1_and_prints_the_margin(run_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["export", str(run_dir), "--out", str(out), "--formats", "nested-c"]
+    assert main([*args, "--board", "tiny", "--flash-kb", "48", "--ram-kb", "24"]) == 1
+    text = capsys.readouterr().out
+    assert "DOES NOT FIT" in text and "reserved" in text
+    assert main([*args, "--board", "pico"]) == 0
+    assert "margin" in capsys.readouterr().out
+
+
+def test_data_set_other_than_the_recorded_one_is_an_error(run_dir, tmp_path, capsys):
+    (run_dir / "metrics.json").write_text(json.dumps({"levels": 2, "data": "kws-synthetic"}))
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--data",
+                 "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "digits" in err and "kws-synthetic" in err

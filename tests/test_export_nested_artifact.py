@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
 
 
 def _build(fam: Family, tmp_path, name: str = "kws") -> tuple[dict, object]:
-    info = nested_c(fam, tmp_path / "out", name=name)
+    info = nested_c(fam, tmp_path / "out", name=name, int8=False)
     main = tmp_path / "main.c"
     main.write_text(MAIN.replace("NAME", name).replace("UP", name.upper()))
     exe = tmp_path / "prog"
@@ -161,7 +161,7 @@ def _declared_floats(source: str, prefix: str) -> int:
 @pytest.mark.parametrize("case", ["dnn-s", "cnn-s", "ds-cnn-s"])
 def test_weights_are_stored_once(case, tmp_path):
     fam, _ = _family(case)
-    info = nested_c(fam, tmp_path, name="m")
+    info = nested_c(fam, tmp_path, name="m", int8=False)
     params = fam.variables["params"]
     weighted = [op["name"] for op in info["layers"] if op["kind"] != "avgpool"]
     full = sum(4 * np.size(a) for n in weighted for a in jax.tree.leaves(params[n]))
@@ -180,15 +180,17 @@ def test_weights_are_stored_once(case, tmp_path):
 
 def test_per_level_batchnorm_is_kept_and_shared_stats_deduplicated(tmp_path):
     fam, _ = _family("ds-cnn-s")
-    norms = [op["norm"] for op in nested_c(fam, tmp_path / "a")["layers"] if op["norm"]]
+    layers = nested_c(fam, tmp_path / "a", int8=False)["layers"]
+    norms = [op["norm"] for op in layers if op["norm"]]
     full = fam.level_variables(-1)["params"]
     one_level = sum(8 * full[n]["scale"].size for n in norms)
-    per_level = nested_c(fam, tmp_path / "a")["affine_bytes"]
+    per_level = nested_c(fam, tmp_path / "a", int8=False)["affine_bytes"]
     levels_sum = sum(8 * fam.level_variables(i)["params"][n]["scale"].size
                      for i in range(len(fam)) for n in norms)
     assert per_level == levels_sum  # distinct statistics: one affine per level
     shared, _ = _family("ds-cnn-s", per_level_stats=False)
-    assert nested_c(shared, tmp_path / "b")["affine_bytes"] == one_level  # prefixes reused
+    shared_bytes = nested_c(shared, tmp_path / "b", int8=False)["affine_bytes"]
+    assert shared_bytes == one_level  # prefixes reused
 
 
 @pytest.mark.parametrize("model,layer", [("cpreresnet20", "residual add"),
@@ -197,7 +199,7 @@ def test_unsupported_model_names_model_and_layer(model, layer, tmp_path):
     net = subnets.zoo.create(model, num_classes=3, input_shape=(8, 8, 3))
     fam = Family(net, _random_variables(net, 0), [{}])
     with pytest.raises(ValueError, match=rf"{model}.*{layer}"):
-        nested_c(fam, tmp_path)
+        nested_c(fam, tmp_path, int8=False)
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -205,9 +207,9 @@ def test_group_norm_and_bad_name_are_rejected(tmp_path):
     net = subnets.zoo.create("ds-cnn-s", num_classes=3, input_shape=(8, 8, 1), norm="group")
     fam = Family(net, _random_variables(net, 0), [{}])
     with pytest.raises(ValueError, match="ds-cnn-s.*group"):
-        nested_c(fam, tmp_path)
+        nested_c(fam, tmp_path, int8=False)
     with pytest.raises(ValueError, match="C identifier"):
-        nested_c(_family("dnn-s")[0], tmp_path, name="1bad-name")
+        nested_c(_family("dnn-s")[0], tmp_path, name="1bad-name", int8=False)
 
 
 ARM_GCC, ARM_SIZE = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-eabi-size")
@@ -216,7 +218,7 @@ ARM_GCC, ARM_SIZE = shutil.which("arm-none-eabi-gcc"), shutil.which("arm-none-ea
 @pytest.mark.skipif(ARM_GCC is None or ARM_SIZE is None, reason="no arm-none-eabi toolchain")
 def test_cortex_m4_build_fits_weights_once(tmp_path):
     fam, _ = _family("ds-cnn-s")
-    info = nested_c(fam, tmp_path, name="kws")
+    info = nested_c(fam, tmp_path, name="kws", int8=False)
     sizes = {}
     for src in ("kws.c", "subnets_rt.c"):
         obj = tmp_path / (src[:-2] + ".o")

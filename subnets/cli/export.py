@@ -65,16 +65,22 @@ def _board(args) -> Any:
 
 
 def _dataset_name(args, run_dir: Path) -> str:
-    if args.data:
-        return args.data
     metrics = run_dir / "metrics.json"
+    recorded = None
     if metrics.is_file():
         from subnets.io import read_json
 
         meta = read_json(metrics)
-        for key in ("data", "dataset"):
-            if isinstance(meta.get(key), str):
-                return meta[key]
+        recorded = next((meta[k] for k in ("data", "dataset") if isinstance(meta.get(k), str)),
+                        None)
+    if args.data:
+        if recorded and args.data not in (recorded, "synthetic"):
+            raise ValueError(f"--data {args.data!r} is not the data set the run was trained on "
+                             f"({recorded!r}, recorded in {metrics}); pass --data {recorded} "
+                             "(or --data synthetic)")
+        return args.data
+    if recorded:
+        return recorded
     raise ValueError(f"{metrics} names no data set ('data' key); pass --data NAME "
                      "(or --data synthetic)")
 
@@ -95,14 +101,24 @@ def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any
     return rep, (xt[:n_eval], yt[:n_eval])
 
 
-def _nested_c(family, out: Path) -> None:
+def _nested_c(family, out: Path, board, rep) -> bool:
+    """Write the nested C artifact (int8 when the graph has a program), check it fits."""
     from subnets.export import nested_c
+    from subnets.export.reserve import check
 
-    m = nested_c(family, out)
-    stored = m["weight_bytes"] + m["affine_bytes"]
-    print(f"nested C artifact -> {out} ({len(m['levels'])} levels share {stored:,} B of "
-          f"weights; separate copies would take {m['separate_bytes']:,} B; arena "
-          f"{m['arena_bytes']:,} B)")
+    int8 = bool(getattr(family.net.graph, "program", ()))
+    m = nested_c(family, out, representative=rep, int8=int8) if int8 else nested_c(
+        family, out, int8=False)
+    stored = m["weight_bytes"] + m.get("table_bytes", m.get("affine_bytes", 0))
+    print(f"nested C artifact ({'int8' if int8 else 'float32'}) -> {out} ({len(m['levels'])} "
+          f"levels share {stored:,} B of weights; arena {m['arena_bytes']:,} B)")
+    fit = check(board, "nested-c", stored, m["arena_bytes"])
+    print(f"  board {board.name}: reserved {fit['reserved']['flash_bytes']:,} B flash / "
+          f"{fit['reserved']['ram_bytes']:,} B RAM (runtime, stack, OS); margin "
+          f"{fit['flash_margin']:,} B flash, {fit['ram_margin']:,} B RAM")
+    for problem in fit["problems"]:
+        print(f"  DOES NOT FIT: {problem}")
+    return fit["fits"]
 
 
 def run(args) -> int:
@@ -119,12 +135,14 @@ def run(args) -> int:
         raise ValueError(f"--formats takes tflite and/or nested-c, got {args.formats!r}")
     board = _board(args)
     family = _load_family(run_dir)
-    if "nested-c" in formats:
-        _nested_c(family, Path(args.out) / "nested_c")
+    rep = eval_data = None
+    if "tflite" in formats or getattr(family.net.graph, "program", ()):
+        rep, eval_data = _data(_dataset_name(args, run_dir), family.net, args.representative,
+                               args.eval)
+    if "nested-c" in formats and not _nested_c(family, Path(args.out) / "nested_c", board, rep):
+        return 1
     if "tflite" not in formats:
         return 0
-    name = _dataset_name(args, run_dir)
-    rep, eval_data = _data(name, family.net, args.representative, args.eval)
     manifest = export_family(family, args.out, representative=rep, board=board,
                              eval_data=eval_data, int8=not args.float,
                              progress=None if not args.quiet else False)

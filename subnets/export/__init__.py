@@ -20,6 +20,7 @@ References:
 
 from subnets.export.carray import c_array, write_c_array
 from subnets.export.convert import ConversionError, MissingDependencyError, tflite
+from subnets.export.errors import ExportError
 from subnets.export.family import (
     BOARDS,
     Board,
@@ -29,7 +30,7 @@ from subnets.export.family import (
     get_board,
     uniform_levels,
 )
-from subnets.export.nested_artifact import nested_c
+from subnets.export.nested import nested_c
 from subnets.export.tflm import (
     TFLM_OPS,
     ArenaError,
@@ -46,6 +47,7 @@ __all__ = [
     "ArenaError",
     "Board",
     "ConversionError",
+    "ExportError",
     "MissingDependencyError",
     "SlicedLevels",
     "UnsupportedOpError",

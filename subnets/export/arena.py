@@ -60,11 +60,19 @@ class _Prober:
 
     def __init__(self, path: str):
         self.path, self.proc = path, None
+        self.log = tempfile.TemporaryFile(mode="w+")  # TFLM's own messages, for the error
 
     def _start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, self.path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=self.log, text=True)
+
+    def tflm_log(self, limit: int = 600) -> str:
+        """The last ``limit`` characters TFLite-Micro wrote to stderr."""
+        self.log.flush()
+        self.log.seek(0)
+        text = self.log.read().strip()
+        return text[-limit:] if text else "(nothing)"
 
     def __call__(self, size: int) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -119,8 +127,7 @@ def _measure(model: bytes, resolution: int, limit: int) -> int:
                 from subnets.export.tflm import ArenaError
 
                 raise ArenaError(f"TFLite-Micro cannot allocate or run this model even with a "
-                                 f"{hi:,} B arena (see TFLM's log by running it with "
-                                 "tflm_run(..., arena_size=...))")
+                                 f"{hi:,} B arena; TFLM's log: {prober.tflm_log()}")
             hi *= 2
         lo = 0  # invariant: prober(hi) succeeds, prober(lo) fails (monotone in the size)
         while hi - lo > resolution:
@@ -131,4 +138,5 @@ def _measure(model: bytes, resolution: int, limit: int) -> int:
         return -(-hi // resolution) * resolution
     finally:
         prober.close()
+        prober.log.close()
         os.unlink(path)

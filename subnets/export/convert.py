@@ -6,8 +6,10 @@ With ``int8=True`` the converter runs full-integer post-training quantisation fr
 representative sample (per-channel int8 weights, int8 activations, int8 input and output, only
 ``TFLITE_BUILTINS_INT8`` ops); eval-mode BatchNorm is constant-folded into the preceding conv by
 the converter, so a zoo DS-CNN becomes conv/depthwise/pointwise/sum/fully-connected only. The
-result is checked against the ops TFLite-Micro has (:func:`subnets.export.tflm.check_ops`) so an
-unsupported op fails here, by name, instead of in a device build.
+result is checked against the (op, tensor type) pairs TFLite-Micro has
+(:func:`subnets.export.tflm.check_ops`) and, with ``int8``, that every op reads and writes integer
+tensors only, so an unsupported op fails here, by name, instead of in a device build. Tensor names
+are stripped (TFLM never reads them).
 
 TensorFlow is an optional dependency (``pip install subnets[export]``), imported lazily.
 
@@ -37,19 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from subnets.export.tflm import check_ops
+from subnets.export.errors import ConversionError, MissingDependencyError
+from subnets.export.tflm import check_ops, strip_names
+
+__all__ = ["ConversionError", "MissingDependencyError", "tflite"]
 
 
-class ConversionError(ValueError):
-    """The TFLite converter could not express the network (an op it cannot lower)."""
-
-    def __init__(self, message: str, ops: list[str]):
-        self.ops = list(ops)
-        super().__init__(message)
-
-
-class MissingDependencyError(ImportError):
-    """An optional export dependency (tensorflow, tflite-micro) is not installed."""
 
 
 def require_tensorflow() -> Any:
@@ -99,7 +94,9 @@ def tflite(net: Any, variables: Mapping, *, representative: Any = None, int8: bo
 
     Raises:
         ValueError: a representative set of the wrong shape, or missing with ``int8``.
-        UnsupportedOpError: the converted model needs an op TFLite-Micro does not have.
+        UnsupportedOpError: the converted model needs an op TFLite-Micro does not have, or
+            has no kernel for its tensor type (e.g. an int8 EXP).
+        ExportError: ``int8`` but a float tensor survived (not full int8).
         ConversionError: the TFLite converter itself cannot lower an op (named).
         MissingDependencyError: TensorFlow is not installed.
     """
@@ -143,8 +140,9 @@ def tflite(net: Any, variables: Mapping, *, representative: Any = None, int8: bo
             model = bytes(converter.convert())
         except Exception as e:  # the converter raises several unrelated types
             raise _conversion_error(net, e) from e
+    model = strip_names(model)
     if check:
-        check_ops(model)
+        check_ops(model, int8=int8)
     return model
 
 

@@ -19,7 +19,7 @@ pooling; static ping-pong arena sized for the full level; no malloc) and ``manif
 Example:
     >>> import tempfile, jax, subnets
     >>> from subnets.runtime.family import Family
-    >>> from subnets.export.nested_artifact import nested_c
+    >>> from subnets.export.nested_artifact import nested_c_float as nested_c
     >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     >>> fam = Family(net, net.init(jax.random.key(0)),
     ...              [{"h0": 16, "h1": 16, "h2": 16}, net.graph.full_widths()])
@@ -54,7 +54,7 @@ from subnets.zoo.common import NORM_EPS
 
 FORMAT = "subnets.nested_c"
 FORMAT_VERSION = 1
-RUNTIME_DIR = Path(__file__).parent / "c"
+RUNTIME_DIR = Path(__file__).parent / "c"  # float runtime
 RUNTIME_FILES = ("subnets_rt.h", "subnets_rt.c")
 SUPPORTED = "dnn-s/m/l, cnn-s/m/l, ds-cnn-s/m/l and vision-ds-cnn (norm 'batch' or 'none')"
 # What stops the interpreter from running the other zoo models, named in the error.
@@ -180,7 +180,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"nested_c: name {name!r} is not a C identifier")
 
 
-def nested_c(family: Any, out_dir: str | os.PathLike, *, name: str = "subnets_model") -> dict:
+def nested_c_float(family: Any, out_dir: str | os.PathLike, *,
+                   name: str = "subnets_model") -> dict:
     """Write one C99 artifact holding every level of ``family`` over shared weights.
 
     Args:

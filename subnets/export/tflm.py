@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets.export.errors import ArenaError, UnsupportedOpError
+
 # Builtin ops that TFLite-Micro's op resolver can register (tflite-micro 2025, the kernels in
 # tensorflow/lite/micro/kernels). Anything else, and every custom op, is refused.
 TFLM_OPS: frozenset[str] = frozenset("""
@@ -52,27 +54,13 @@ TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK VAR_HANDLE WHILE ZEROS_LIKE
 """.split())
 
 
-class UnsupportedOpError(ValueError):
-    """The model uses an op that TFLite-Micro does not have."""
-
-    def __init__(self, ops: list[str]):
-        self.ops = list(ops)
-        super().__init__(
-            f"TFLite-Micro has no kernel for op(s) {', '.join(self.ops)}; the model would not "
-            "run on a microcontroller. Rewrite the JAX code that produces them (e.g. avoid "
-            "sort/top_k/scatter in apply) or pass check=False to keep the model for desktop "
-            "TFLite only")
-
-
-class ArenaError(RuntimeError):
-    """The TFLite-Micro interpreter could not allocate or run the model in the given arena."""
 
 
 def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as e:
-        from subnets.export.convert import MissingDependencyError
+        from subnets.export.errors import MissingDependencyError
 
         raise MissingDependencyError(
             "running models in TFLite-Micro needs the tflite-micro package: "
@@ -103,13 +91,75 @@ def model_ops(model: bytes) -> list[str]:
     return out
 
 
-def check_ops(model: bytes) -> list[str]:
-    """:func:`model_ops` if TFLite-Micro has them all, else :class:`UnsupportedOpError`."""
+# Ops whose TFLite-Micro kernels register float32 only (tensorflow/lite/micro/kernels, 2025):
+# an int8 tensor into one of them fails at Prepare, whatever the arena.
+FLOAT_ONLY_OPS: frozenset[str] = frozenset(
+    "EXP SQRT LOG SIN COS FLOOR CEIL ROUND SQUARE FLOOR_DIV FLOOR_MOD L2_POOL_2D".split())
+
+
+def op_types(model: bytes) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Every operator in execution order as (name, input tensor types, output tensor types)."""
+    ops_by_index = model_ops(model)  # also validates the identifier
+    del ops_by_index
+    runtime = _runtime()
+    schema = runtime.schema_fb
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    tnames = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    parsed = runtime.convert_bytearray_to_object(bytearray(model))
+    out = []
+    for sg in parsed.subgraphs or ():
+        tensors = sg.tensors or []
+        for op in sg.operators or ():
+            code = parsed.operatorCodes[op.opcodeIndex]
+            builtin = runtime.get_builtin_code_from_operator_code(code)
+            kinds = [tuple(tnames.get(tensors[i].type, str(tensors[i].type))
+                           for i in (ids if ids is not None else ()) if i >= 0)
+                     for ids in (op.inputs, op.outputs)]
+            out.append((names.get(builtin, f"BUILTIN_{builtin}"), kinds[0], kinds[1]))
+    return out
+
+
+def check_int8(model: bytes) -> None:
+    """Refuse a model that is not full int8: any op reading or writing a float tensor (e.g. a
+    DEQUANTIZE -> float op -> QUANTIZE island), named by position and op."""
+    from subnets.export.errors import ExportError
+
+    for n, (name, ins, outs) in enumerate(op_types(model)):
+        if "FLOAT32" in ins or "FLOAT32" in outs or "FLOAT16" in ins + outs:
+            raise ExportError(f"the model is not full int8: op {n} ({name}) has tensor types "
+                              f"in {list(ins)} -> out {list(outs)}; a float op survived "
+                              "quantisation (an op the converter could not quantise)")
+
+
+def check_ops(model: bytes, *, int8: bool = False) -> list[str]:
+    """:func:`model_ops` if TFLite-Micro has a kernel for each (op, tensor type), else
+    :class:`UnsupportedOpError`; with ``int8`` also :func:`check_int8`."""
     ops = model_ops(model)
     missing = [op for op in ops if op not in TFLM_OPS]
+    if not missing:
+        missing = sorted({f"{name}({ins[0]})" for name, ins, _ in op_types(model)
+                          if name in FLOAT_ONLY_OPS and ins and ins[0] != "FLOAT32"})
     if missing:
         raise UnsupportedOpError(missing)
+    if int8:
+        check_int8(model)
     return ops
+
+
+def strip_names(model: bytes) -> bytes:
+    """The same flatbuffer without tensor and subgraph names (TFLM never reads them; they are
+    ~8 KB of a small model). Signature names are kept (they name inputs for TFLite)."""
+    import flatbuffers
+
+    runtime = _runtime()
+    parsed = runtime.convert_bytearray_to_object(bytearray(model))
+    for sg in parsed.subgraphs or ():
+        sg.name = ""
+        for t in sg.tensors or ():
+            t.name = ""
+    builder = flatbuffers.Builder(len(model))
+    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 @contextlib.contextmanager

@@ -119,3 +119,35 @@ def test_residual_stream_is_one_group():
     assert ("params", "s1b1_norm1", "scale") in paths
     assert ("params", "s2b0_down", "kernel") in paths  # ... up to the next stage's projection
     assert len(net.graph.free) == 16
+
+
+def test_graphs_are_traced_lazily_and_cached():
+    from subnets.models.zoo.common import LazyGraph
+
+    net = zoo.create("dnn-m", num_classes=5, input_shape=(6,))
+    assert isinstance(object.__getattribute__(net, "graph"), LazyGraph)  # nothing traced yet
+    graph = net.graph
+    assert graph.program and graph.shapes  # a traced graph: program and every array's shape
+    again = zoo.create("dnn-m", num_classes=5, input_shape=(6,))
+    assert again.graph is graph  # one trace per (model, classes, shape, norm)
+    assert zoo.create("dnn-m", num_classes=4, input_shape=(6,)).graph is not graph
+
+
+def test_ds_cnn_is_traced_in_its_grouped_conv_form():
+    net = zoo.create("ds-cnn-s", num_classes=12)
+    dw = [lay for lay in net.graph.layers if lay.kind == "depthwise"]
+    assert [lay.path[1] for lay in dw] == ["dw0", "dw1", "dw2", "dw3"]
+    assert all(lay.in_group == lay.out_group for lay in dw)
+    norms = {n.id[1]: n for n in net.graph.norms}
+    assert norms["stem_norm"].group == "g0" and norms["stem_norm"].momentum == pytest.approx(0.9)
+
+
+def test_default_class_counts_come_from_the_registry():
+    assert zoo.create("ds-cnn-s").graph["out"].size == 12
+    assert zoo.create("vgg16", input_shape=(8, 8, 3)).graph["out"].size == 10
+
+
+def test_v1_metadata_rebuilds_the_zoo_model():
+    net = zoo.from_meta({"model": "cnn-s", "num_classes": 3, "input_shape": [49, 10, 1],
+                         "norm": "batch"})
+    assert net.name == "cnn-s" and net.graph["out"].size == 3

@@ -158,6 +158,9 @@ def check_converged(losses: list, accuracy: float | None, num_classes: int | Non
     return out
 
 
+COMPILE_NOTE = ("subnets: XLA is still compiling a training step (minutes are normal for a "
+                "large step on a loaded CPU); training starts when it is done")
+
 _ALARM = ("slow_operation_alarm", "Very slow compile?", "The operation took")
 
 

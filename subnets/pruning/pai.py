@@ -1,10 +1,12 @@
 """Pruning at initialisation: score every prunable weight once, keep the top fraction.
 
-Five criteria, all "higher score = keep":
+Five criteria (and one alias), all "higher score = keep":
 
 - ``magnitude``: ``|w|``.
 - ``random``: uniform noise (the baseline every PaI paper reports).
-- ``snip``: connection sensitivity ``|g * w|``, ``g`` the loss gradient on one batch.
+- ``snip``: connection sensitivity ``|g * w|``, ``g`` the loss gradient on one batch
+  (``taylor`` names the same per-weight saliency; the registry is
+  :data:`subnets.importance.WEIGHT_CRITERIA`).
 - ``grasp``: ``w * (H g)``, the Hessian-gradient product obtained as ``jax.jvp`` of the gradient
   in the direction of the (stopped) gradient, with the logits divided by a temperature (200).
   Keeping the largest ``w * Hg`` is removing the largest ``-w * Hg``, as GraSP prescribes.
@@ -46,13 +48,14 @@ import numpy as np
 import optax
 
 from subnets.graph import Path, get_path, leaf_paths, set_paths
+from subnets.importance import WEIGHT_ALIASES, WEIGHT_CRITERIA
 from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
 from subnets.transforms import prunable_paths
 
 Masks = dict[Path, jax.Array]
 Scores = dict[Path, jax.Array]
 
-METHODS = ("magnitude", "random", "snip", "grasp", "synflow")
+METHODS = tuple(WEIGHT_CRITERIA)  # the one registry: subnets.importance.WEIGHT_CRITERIA
 GRASP_TEMPERATURE = 200.0
 
 
@@ -177,6 +180,7 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     """
     if method not in METHODS:
         raise ValueError(f"unknown PaI score {method!r}; choose one of {METHODS}")
+    method = WEIGHT_ALIASES.get(method, method)
     paths = _prunable(net, variables, prunable)
     if masks:
         variables = _masked(variables, {p: m for p, m in masks.items() if p in set(paths)})
@@ -244,7 +248,7 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
 
 
 def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
-                  density: float, method: str = "magnitude", scope: str = "global",
+                  density: float, method: str = "synflow", scope: str = "global",
                   rounds: int | None = None, key: jax.Array | None = None,
                   prunable: Iterable[Path] | None = None, train: bool = False,
                   floor: Floor | None = DEFAULT_FLOOR) -> Masks:

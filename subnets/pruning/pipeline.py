@@ -195,7 +195,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
         extra["prune_seconds"] = time.perf_counter() - t0
         trained = _train_masked(cfg, net, start, masks, x, y, k_train,
                                 f"{cfg.method} d={d:g}")
-        out.append({"name": f"level_{i}", "variables": trained, "masks": masks,
+        out.append({"name": f"level_{i + 1}", "variables": trained, "masks": masks,
                     "extra": {"target_density": d, **extra}})
     return out
 

@@ -20,8 +20,8 @@ Example:
     >>> err = io.StringIO()
     >>> with run_dir(d):
     ...     log = EpochLog("demo", epochs=2, stream=err)
-    ...     log.epoch(1, loss=2.0, accuracy=0.5)
-    ...     log.epoch(2, loss=1.0, accuracy=0.9)
+    ...     _ = log.epoch(1, loss=2.0, accuracy=0.5)
+    ...     _ = log.epoch(2, loss=1.0, accuracy=0.9)
     >>> err.getvalue().splitlines()[0].startswith("demo epoch 1/2 loss 2.0000 accuracy 0.5000")
     True
     >>> [json.loads(s)["loss"] for s in open(os.path.join(d, "metrics.jsonl"))]
@@ -172,9 +172,10 @@ def quiet_compile_alarms(note: str | None = None) -> Iterator[None]:
     it, so fd 2 is routed through a pipe whose reader thread forwards every line except the
     banner's (and its rows of asterisks), printing ``note`` once in its place.
     """
+    fd = 2  # where XLA's C++ logging writes, whatever sys.stderr is
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
+        os.fstat(fd)
+    except OSError:
         yield
         return
     terminal = stderr_is_terminal()

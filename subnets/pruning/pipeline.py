@@ -74,7 +74,7 @@ class PruneConfig:
     fraction: float = 0.2
     rewind_step: int = 0
     densities: tuple[float, ...] = (0.5, 0.2, 0.1)
-    pai_score: str = "magnitude"
+    pai_score: str = "synflow"
     epochs: int = 1
     batch_size: int = 128
     lr: float = 1e-3

@@ -185,7 +185,8 @@ DEFAULT_LEVELS = {"structured": (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25),
 def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
                     levels=None, *, batch_size: int = 500, act_quant: bool = True,
                     out_of_range: str = "error") -> dict:
-    """Top-1 accuracy at each level (default: the paper's grid), deployed by :func:`at_level`.
+    """Top-1 accuracy at each level (default: the paper's grid within the trained range),
+    deployed by :func:`at_level`.
 
     Quantised subspaces are evaluated with activations fake-quantised to the same bits (as
     trained after warm-up), over the running ranges training kept, unless ``act_quant`` is
@@ -198,7 +199,9 @@ def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
     from subnets.subspace.compress import act_quant_apply, at_level
 
     kind = subspace.compression
-    levels = DEFAULT_LEVELS[kind] if levels is None else levels
+    if levels is None:  # the paper's grid, within the range this subspace was trained on
+        levels = tuple(v for v in DEFAULT_LEVELS[kind]
+                       if subspace.low - 1e-9 <= v <= subspace.high + 1e-9)
     arg = {"structured": "width", "unstructured": "density", "quantized": "bits"}[kind]
     quant = kind == "quantized" and act_quant
     fn = jax.jit(lambda v, xb, b: act_quant_apply(net, v, xb, b) if quant else net.apply(v, xb))

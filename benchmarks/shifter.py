@@ -13,6 +13,13 @@ Usage:
     python benchmarks/shifter.py --model vgg16 --levels 6 --epochs 2 --limit 6000 \\
         --out shifter.png
 
+``--sweep`` measures layer collapse instead: accuracy vs density of the IMP levels for global
+and per-layer magnitude ranking, each with and without the per-layer floor
+(:mod:`subnets.pruning.scoring`), over ``--seeds`` seeds (mean and standard deviation):
+
+    python benchmarks/shifter.py --sweep --model dnn-s --data mnist5k --levels 5 \\
+        --fraction 0.45 --epochs 10 --seeds 3 --out shifter_sweep.png
+
 The last stdout line is one JSON object.
 
 References:
@@ -102,9 +109,15 @@ def main(argv=None) -> dict:
     p.add_argument("--fraction", type=float, default=0.5,
                    help="share of remaining weights pruned per level (OpenLTH: 0.2; larger "
                         "reaches high compression in fewer levels)")
+    p.add_argument("--sweep", action="store_true",
+                   help="accuracy vs density, global/layer ranking, with and without the floor")
+    p.add_argument("--seeds", type=int, default=3, help="--sweep: seeds per point")
+    p.add_argument("--lr", type=float, default=3e-3, help="--sweep: Adam peak learning rate")
     add_run_flags(p, limit=4000, repeats=30, out_help="PNG path for the size/latency curves")
     args = p.parse_args(argv)
     args.data = announce(args.data)
+    if args.sweep:
+        return sweep(args)
     if args.quick:
         args.model, args.data, args.levels, args.epochs = "dnn-s", "digits", 1, 1
         args.limit, args.repeats, args.batch_size = 384, 5, 64
@@ -145,6 +158,75 @@ def main(argv=None) -> dict:
     }
     if args.out:
         _plot(rows, args.out, args.model)
+        result["png"] = args.out
+    print(json.dumps(result))
+    return result
+
+
+def sweep(args) -> dict:
+    """IMP levels' accuracy vs density: scope x floor x seeds."""
+    import warnings
+
+    from subnets import train
+    from subnets.pruning.imp import imp, make_train_fn
+    from subnets.pruning.scoring import DEFAULT_FLOOR, collapse_report
+
+    if args.quick:
+        args.model, args.data, args.levels, args.epochs, args.seeds = "dnn-s", "digits", 2, 1, 1
+        args.limit, args.batch_size, args.fraction = 384, 64, 0.7
+    t_start = time.perf_counter()
+    x, y, xt, yt, classes = load_limited(args.data, args.limit)
+    net = zoo.create(args.model, num_classes=classes, input_shape=x.shape[1:])
+    steps = args.epochs * max(1, len(x) // args.batch_size)
+    fn = make_train_fn(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
+                       optimizer=train.default_optimizer(steps, args.lr), progress=False)
+    rows = []
+    for scope in ("global", "layer"):
+        for guard in (True, False):
+            for seed in range(args.seed, args.seed + args.seeds):
+                k_init, k_run = jax.random.split(jax.random.key(seed))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    levels = imp(net, net.init(k_init), train_fn=fn, levels=args.levels,
+                                 fraction=args.fraction, scope=scope, key=k_run,
+                                 floor=DEFAULT_FLOOR if guard else None)
+                for lv in levels:
+                    rows.append({"scope": scope, "guard": guard, "seed": seed,
+                                 "level": lv.level, "density": lv.density,
+                                 "accuracy": train.evaluate(net, lv.variables, xt, yt),
+                                 "collapsed_layers": len(collapse_report(lv.masks))})
+                print(f"imp {scope} guard={guard} seed={seed}: "
+                      f"{[round(r['accuracy'], 3) for r in rows[-len(levels):]]}",
+                      file=sys.stderr, flush=True)
+    summary = {}
+    for r in rows:
+        key = f"{r['scope']}|{'floor' if r['guard'] else 'none'}|level {r['level']}"
+        summary.setdefault(key, {"density": r["density"], "acc": []})["acc"].append(
+            r["accuracy"])
+    summary = {k: {"density": v["density"], "mean": float(np.mean(v["acc"])),
+                   "std": float(np.std(v["acc"])), "n": len(v["acc"])}
+               for k, v in summary.items()}
+    result = {"benchmark": "shifter_sweep", "model": args.model, "data": args.data,
+              "quick": args.quick, "epochs": args.epochs, "fraction": args.fraction,
+              "train_examples": len(x), "test_examples": len(xt), "seeds": args.seeds,
+              "rows": rows, "summary": summary, "seconds": time.perf_counter() - t_start}
+    if args.out:
+        from subnets._plot import figure
+
+        with figure(args.out, xlabel="density (kept share of prunable weights)",
+                    ylabel="test accuracy (%)",
+                    title=f"IMP on {args.model}/{args.data}: solid = floor, dashed = none") as ax:
+            for ci, scope in enumerate(("global", "layer")):
+                for guard, ls in ((True, "-"), (False, "--")):
+                    rs = [v for k, v in summary.items()
+                          if k.startswith(f"{scope}|{'floor' if guard else 'none'}|")]
+                    rs.sort(key=lambda v: -v["density"])
+                    ax.errorbar([v["density"] for v in rs], [100 * v["mean"] for v in rs],
+                                yerr=[100 * v["std"] for v in rs], ls=ls, marker="o",
+                                color=f"C{ci}", capsize=3,
+                                label=f"{scope}{' + floor' if guard else ''}")
+            ax.set_xscale("log")
+            ax.invert_xaxis()
         result["png"] = args.out
     print(json.dumps(result))
     return result

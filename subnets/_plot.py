@@ -13,7 +13,10 @@ Example:
     ...     _ = ax.plot([1, 2], [50, 60], "o-", label="a")
     >>> os.path.getsize(path) > 0
     True
-    >>> from subnets._plot import panels
+    >>> from subnets._plot import accuracy_vs_macs, panels
+    >>> accuracy_vs_macs(path, {"levels": [(1e6, 90.0, "a"), (2e6, 95.0)]}, base=(2e6, 96.0))
+    >>> os.path.getsize(path) > 0
+    True
     >>> with panels(path, 2, 3, title="grid") as axes:
     ...     axes.shape
     (2, 3)
@@ -47,6 +50,44 @@ def figure(path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = ""
         fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
+
+
+def accuracy_vs_macs(path: str | os.PathLike, curves: dict[str, list[tuple]], *,
+                     title: str = "", references: dict[str, list[tuple]] | None = None,
+                     base: tuple | None = None) -> None:
+    """Accuracy (%) against MACs, one line per curve, y-range fitted to the points.
+
+    Args:
+        path: PNG to write.
+        curves: ``{label: [(macs, accuracy_percent[, point_label]), ...]}``.
+        title: figure title.
+        references: dashed grey curves of the same form (e.g. separately trained models).
+        base: ``(macs, accuracy_percent)`` of the base model, drawn as a star.
+
+    The y-axis spans only the plotted accuracies (plus a margin), so levels a point apart
+    stay distinguishable instead of being squeezed against a 0-100 range.
+    """
+    ys: list[float] = []
+    with figure(path, xlabel="MACs", ylabel="accuracy (%)", title=title) as ax:
+        for (label, pts), mark in zip(curves.items(), "os^vD<>", strict=False):
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], mark + "-", label=label)
+            for p in pts:
+                if len(p) > 2:
+                    ax.annotate(str(p[2]), (p[0], p[1]), fontsize=7, xytext=(3, -9),
+                                textcoords="offset points")
+            ys += [p[1] for p in pts]
+        for label, pts in (references or {}).items():
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "x--", color="grey", label=label)
+            ys += [p[1] for p in pts]
+        if base is not None:
+            ax.plot([base[0]], [base[1]], "*", markersize=12, color="black", label="base model")
+            ys.append(base[1])
+        if ys:
+            lo, hi = min(ys), max(ys)
+            pad = max(0.5, 0.15 * (hi - lo))
+            ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
 def _pyplot():

@@ -37,6 +37,27 @@ from subnets.graph import ChannelGraph, Group, Member, Path, get_path, set_paths
 
 Scores = dict[str, np.ndarray]
 
+#: Per-weight criteria (pruning at init, Reconvene, ``subnets prune --pai-score``); higher =
+#: keep. SNIP's connection sensitivity and the per-weight first-order Taylor saliency are the
+#: same quantity, so ``taylor`` is an alias of ``snip`` here.
+WEIGHT_CRITERIA: dict[str, str] = {
+    "magnitude": "|w|",
+    "random": "uniform noise (the baseline every PaI paper reports)",
+    "snip": "|w * g|, g the loss gradient on one batch (Lee et al., SNIP)",
+    "taylor": "the same |w * g| as snip (first-order Taylor saliency)",
+    "grasp": "w * Hg, the Hessian-gradient product (Wang et al., GraSP)",
+    "synflow": "|w| * dR/d|w|, data-free, iterated (Tanaka et al., SynFlow)",
+}
+WEIGHT_ALIASES = {"taylor": "snip"}
+
+#: Per-unit (channel) criteria (REDS nesting, ``subnets nest --score``).
+UNIT_CRITERIA: dict[str, str] = {
+    "taylor": "sum of |w * g| over a unit's incoming weights (:func:`taylor`)",
+    "l1": "L1 norm of a unit's incoming kernel weights (:func:`l1`)",
+    "l1_bn": "L1 with the BatchNorm gain folded into the kernel (:func:`l1`, fold_norm)",
+    "random": "uniform noise (:func:`random`)",
+}
+
 
 def incoming_members(graph: ChannelGraph, group: Group, variables: Mapping) -> list[Member]:
     """The members of ``group`` that carry its channels' incoming weights.

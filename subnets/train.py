@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from subnets import _checks, checkpoint
+from subnets import log as _log
 from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 
@@ -100,6 +101,10 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         checkpoint_dir: str | os.PathLike | None = None) -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables.
 
+    Every epoch's mean loss, accuracy (eval mode, on up to 512 training examples) and time
+    go to :class:`subnets.log.EpochLog` (stderr lines off a terminal, ``metrics.jsonl`` in the
+    run directory); a run that ends at chance or whose loss did not fall warns.
+
     Args:
         on_step: optional ``on_step(n, state)`` called after every optimiser step, ``n`` the
             1-based count of steps taken (to save a rewind point, log, or stop watching).
@@ -118,6 +123,8 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     state = init_state(variables, tx)
     step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
+    record = _log.EpochLog(desc, epochs=epochs, num_classes=getattr(net, "num_classes", None),
+                           quiet=not progress)
     start = 0
     if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
         state, start = checkpoint.restore_state(checkpoint_dir, state, epochs=epochs)
@@ -125,19 +132,24 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
         if epoch <= start:
             continue
+        total = 0.0
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
             state, loss = step(state, xb, yb)
-            done += 1
+            total, done = total + loss, done + 1
             check_finite(loss, step=done, epoch=epoch)
             if on_step is not None:
                 on_step(done, state)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+        v = state.variables if transform is None else transform(state.variables)
+        record.epoch(epoch, loss=float(total) / steps_per_epoch,
+                     accuracy=evaluate(net, v, x[:512], y[:512]))
         if checkpoint_dir is not None:
             checkpoint.save_state(checkpoint_dir, state, epoch=epoch, epochs=epochs)
     if bar is not None:
         bar.close()
+    record.close()
     return state.variables
 
 
@@ -172,5 +184,6 @@ def _progress(total: int, desc: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
+    # No bar when stderr is not a terminal (CI logs, pipes): EpochLog prints lines instead.
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not _log.stderr_is_terminal())

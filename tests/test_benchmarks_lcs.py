@@ -50,3 +50,14 @@ def test_lcs_quick(tmp_path, fashion_mnist):
     assert set(methods["sandwich_bn"]["accuracy_recalibrated"]) == widths
     assert set(methods["quantized_p"]["accuracy"]) == {"8", "7", "6", "5", "4", "3"}
     assert set(out["lcs_p_minus_discrete"]) == widths
+
+
+@pytest.mark.slow
+def test_lcs_width_sweep_quick_covers_16_widths_inside_and_outside(tmp_path):
+    png = tmp_path / "w.png"
+    out = run_quick("lcs.py", "--width-sweep", "--data", "digits", "--samplings", "sandwich",
+                    "--out", str(png))
+    per = out["summary"]["sandwich"]
+    assert len(per) == 16 and sum(not v["in_range"] for v in per.values()) == 3
+    assert all(0.0 <= v["mean"] <= 1.0 for v in per.values())
+    assert png.stat().st_size > 0

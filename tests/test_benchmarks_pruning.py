@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +53,16 @@ def test_reconvene_quick(tmp_path):
     assert methods["reconvene"]["params_after"] < methods["unstructured"]["params_after"]
     (key,) = r["summary"]
     assert r["summary"][key]["size_vs_unstructured_stored"] > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["shifter", "reconvene"])
+def test_sweep_quick_reports_floor_on_and_off(tmp_path, script):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick",
+                           "--sweep", "--out", str(tmp_path / "s.png")], capture_output=True,
+                          text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {r["guard"] for r in out["rows"]} == {True, False}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in out["rows"])
+    assert (tmp_path / "s.png").stat().st_size > 0

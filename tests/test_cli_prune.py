@@ -69,3 +69,19 @@ def _leaves(tree):
     for k in sorted(tree):
         out.extend(_leaves(tree[k]) if isinstance(tree[k], dict) else [np.asarray(tree[k])])
     return out
+
+
+def test_cli_table_numbers_levels_and_writes_png_and_record(tmp_path, capsys):
+    out = tmp_path / "pai"
+    assert main(["prune", "--method", "pai", "--model", "dnn-s", "--data", "digits",
+                 "--density", "0.3", "--epochs", "2", "--batch-size", "64", "--limit", "256",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "target" in text and "achieved" in text and "level_1" in text
+    row = json.loads((out / "metrics.json").read_text())["levels"][0]
+    assert row["name"] == "level_1"  # level_0 is the dense model, for every method
+    achieved = float(text.split("level_1")[1].split()[1])
+    assert achieved == pytest.approx(row["params_nonzero"] / row["params_before"], abs=1e-4)
+    assert (out / "accuracy_vs_macs.png").stat().st_size > 0
+    epochs = [json.loads(s)["epoch"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]

@@ -37,7 +37,7 @@ def _layers(seed, shapes):
        st.lists(st.tuples(st.integers(1, 8), st.integers(1, 8)), min_size=1, max_size=4))
 def test_global_threshold_prunes_exact_count_smallest_first(seed, fraction, shapes):
     v, masks = _layers(seed, shapes)
-    new = magnitude_prune(v, masks, fraction, scope="global")
+    new = magnitude_prune(v, masks, fraction, scope="global", floor=None, warn=False)
     remaining = sum(int(m.sum()) for m in masks.values())
     pruned = remaining - sum(int(np.sum(m)) for m in new.values())
     assert pruned == math.ceil(fraction * remaining)
@@ -58,7 +58,7 @@ def test_global_threshold_prunes_exact_count_smallest_first(seed, fraction, shap
        st.lists(st.tuples(st.integers(1, 8), st.integers(1, 8)), min_size=1, max_size=4))
 def test_layer_threshold_prunes_exact_count_per_layer(seed, fraction, shapes):
     v, masks = _layers(seed, shapes)
-    new = magnitude_prune(v, masks, fraction, scope="layer")
+    new = magnitude_prune(v, masks, fraction, scope="layer", floor=None, warn=False)
     for p, m in masks.items():
         n = np.asarray(new[p])
         assert int(m.sum()) - int(n.sum()) == math.ceil(fraction * int(m.sum()))
@@ -73,10 +73,14 @@ def test_global_and_layer_differ_when_scales_differ():
     v["params"]["a"]["kernel"] += np.arange(100).reshape(10, 10) * 1e-4
     v["params"]["b"]["kernel"] += np.arange(100).reshape(10, 10) * 1e-4
     masks = {("params", k, "kernel"): np.ones((10, 10), bool) for k in "ab"}
-    glob = magnitude_prune(v, masks, 0.4, scope="global")
+    glob = magnitude_prune(v, masks, 0.4, scope="global", floor=None, warn=False)
     layer = magnitude_prune(v, masks, 0.4, scope="layer")
     assert int(glob[("params", "a", "kernel")].sum()) == 20  # all 80 pruned from the small layer
     assert int(glob[("params", "b", "kernel")].sum()) == 100
+    # The default floor keeps 4 output units' worth (4 x 10 weights) in the small layer.
+    guarded = magnitude_prune(v, masks, 0.4, scope="global")
+    assert int(guarded[("params", "a", "kernel")].sum()) == 40
+    assert sum(int(m.sum()) for m in guarded.values()) == 120
     assert int(layer[("params", "a", "kernel")].sum()) == 60
     assert int(layer[("params", "b", "kernel")].sum()) == 60
     with pytest.raises(ValueError, match="scope"):

@@ -30,7 +30,7 @@ def _writers(graph):
 
 def test_sensitivity_and_rectification_rules(dnn):
     net, v = dnn
-    r = reconvene(net, v, density=0.2, key=jax.random.key(1))
+    r = reconvene(net, v, density=0.2, method="magnitude", key=jax.random.key(1))
     masks = prune_at_init(net, v, density=0.2, method="magnitude",
                           prunable=default_prunable(net))
     assert ("params", "dense3", "kernel") not in masks  # the classifier is not pruned

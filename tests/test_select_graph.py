@@ -25,10 +25,10 @@ from subnets.kernels.knapsack import (
     solve_chain,
     solve_graph,
 )
+from subnets.zoo.resnet import PreResNetConfig, make_preresnet
 
 from subnets import cost
 from subnets.nested.select import select_widths
-from subnets.zoo.resnet import PreResNetConfig, make_preresnet
 
 SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

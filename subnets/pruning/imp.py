@@ -4,13 +4,15 @@ Level 0 trains the dense network and remembers the weights at step ``rewind_step
 rewind point; step 0 is the initialisation). Every further level removes ``fraction`` of the
 weights that are still remaining, smallest magnitude first (one global ranking over all
 prunable kernels, or per layer), resets the survivors to the rewind point, and trains again
-with the mask held fixed by :func:`subnets.pruning.masked`. Every level's trained sparse model is
-kept: that list is the raw material DNNShifter turns into smaller dense models.
+with the mask held fixed by :func:`subnets.pruning.masked_optimizer`. Every level's trained
+sparse model is kept: that list is the raw material DNNShifter turns into smaller dense models.
 
 Pruning counts are exact: a level prunes ``ceil(fraction * remaining)`` weights (globally, or
-per layer with ``scope="layer"``). Ties in magnitude are broken by position in a stable sort
-(earlier layers, then lower flat index, are pruned first): deterministic on every device,
-unlike OpenLTH's ``abs > threshold`` which prunes every tied weight and one extra.
+per layer with ``scope="layer"``) through the score-to-mask step shared with pruning at init
+(:func:`subnets.pruning.scoring.keep_masks`), whose per-layer floor keeps a global ranking
+from emptying a layer. Ties in magnitude are broken by position (earlier layers, then lower
+flat index, are pruned first): deterministic on every device, unlike OpenLTH's
+``abs > threshold`` which prunes every tied weight and one extra.
 
 Example:
     >>> import jax, numpy as np, subnets
@@ -44,7 +46,8 @@ import optax
 
 from subnets import train as _train
 from subnets.graph import Path, get_path
-from subnets.pruning.masked import Masks, apply_masks, density, masked
+from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
 from subnets.transforms import prunable_paths
 
 TrainFn = Callable[..., tuple[dict, dict]]
@@ -70,7 +73,8 @@ class ImpLevel:
 
 
 def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: float, *,
-                    scope: str = "global") -> Masks:
+                    scope: str = "global", floor: Floor | None = DEFAULT_FLOOR,
+                    warn: bool = True) -> Masks:
     """Remove ``ceil(fraction * remaining)`` of the remaining weights, smallest ``|w|`` first.
 
     Args:
@@ -78,6 +82,9 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
         masks: current keep-masks (their paths are the prunable kernels).
         fraction: in [0, 1).
         scope: ``"global"`` (one ranking over all kernels) or ``"layer"`` (each kernel alone).
+        floor: the per-layer collapse guard (None: a pure ranking); a layer never drops
+            below it (nor is revived to reach it), so the count is exact while the floors fit.
+        warn: warn about layers pruned past the collapse threshold.
 
     Returns:
         New masks, each a subset of the old one.
@@ -91,43 +98,26 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    paths = list(masks)
-    mags = [np.abs(np.asarray(get_path(variables, p), np.float32)).ravel() for p in paths]
-    keep = [np.asarray(masks[p], bool).ravel().copy() for p in paths]
-    for p, m, k in zip(paths, mags, keep, strict=True):
-        if m.shape != k.shape:
+    scores = {}
+    for p in masks:
+        w = np.abs(np.asarray(get_path(variables, p), np.float32))
+        m = np.asarray(masks[p], bool)
+        if m.shape != w.shape:
             raise ValueError(f"mask for {'/'.join(p)} does not match its kernel's size")
-    if scope == "global":
-        _prune_flat(np.concatenate(mags), np.concatenate(keep), fraction, keep)
+        scores[p] = np.where(m, w, -np.inf)
+    alive = {p: int(np.sum(np.asarray(masks[p]))) for p in masks}
+    if scope == "layer":
+        k: Any = {p: a - math.ceil(fraction * a) for p, a in alive.items()}
     else:
-        for m, k in zip(mags, keep, strict=True):
-            _prune_flat(m, k, fraction, [k])
-    return {p: jnp.asarray(k.reshape(np.shape(masks[p])))
-            for p, k in zip(paths, keep, strict=True)}
-
-
-def _prune_flat(mag: np.ndarray, keep: np.ndarray, fraction: float,
-                out: list[np.ndarray]) -> None:
-    """Clear the ``ceil(fraction * remaining)`` smallest kept entries; write into ``out``."""
-    alive = np.flatnonzero(keep)
-    n = math.ceil(fraction * alive.size)
-    if n == 0:
-        return
-    # A stable sort breaks magnitude ties by flat index, so the count is exact and the choice
-    # is reproducible.
-    order = alive[np.argsort(mag[alive], kind="stable")[:n]]
-    keep[order] = False
-    start = 0
-    for o in out:
-        o[:] = keep[start : start + o.size]
-        start += o.size
+        k = sum(alive.values()) - math.ceil(fraction * sum(alive.values()))
+    new = keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
+    return {p: jnp.asarray(new[p] & np.asarray(masks[p], bool)) for p in masks}
 
 
 def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fraction: float = 0.2,
         scope: str = "global", rewind_step: int = 0, prunable: Iterable[Path] | None = None,
-        eval_fn: Callable[[dict], Mapping] | None = None, key: jax.Array) -> list[ImpLevel]:
+        eval_fn: Callable[[dict], Mapping] | None = None, key: jax.Array,
+        floor: Floor | None = DEFAULT_FLOOR) -> list[ImpLevel]:
     """Iterative magnitude pruning with rewinding; returns every level's sparse model.
 
     Args:
@@ -145,6 +135,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             included (OpenLTH's ``prunable_layer_names``).
         eval_fn: optional ``eval_fn(variables) -> {name: float}`` merged into each level's metrics.
         key: randomness for training.
+        floor: per-layer collapse guard of every pruning step (None: off).
 
     Returns:
         ``[ImpLevel(0, 1.0, ...), ImpLevel(1, ~0.8, ...), ...]``.
@@ -172,7 +163,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             metrics.update(eval_fn(trained))
         out.append(ImpLevel(level, d, masks, trained, metrics))
         if level < levels:
-            masks = magnitude_prune(trained, masks, fraction, scope=scope)
+            masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor)
     return out
 
 
@@ -182,9 +173,9 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     """A masked training loop on ``(x, y)`` built on :mod:`subnets.train`, for :func:`imp`.
 
     The returned ``train_fn(variables, masks, *, key)`` trains ``epochs`` epochs with
-    ``masked(optimizer, masks)`` (default: Adam with cosine decay, fresh at every call) and
-    returns ``(trained, rewind)``, ``rewind`` being the variables after ``rewind_step`` steps
-    (``rewind_step=0``: the variables it was given).
+    ``masked_optimizer(optimizer, masks)`` (default: Adam with cosine decay, fresh at every
+    call) and returns ``(trained, rewind)``, ``rewind`` being the variables after
+    ``rewind_step`` steps (``rewind_step=0``: the variables it was given).
 
     Example:
         >>> import jax, numpy as np, subnets
@@ -209,7 +200,7 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
 
     def train_fn(variables: Mapping, masks: Mapping[Path, Any], *, key: jax.Array):
         sig = tuple(sorted(masks))
-        tx = masked(base, masks)
+        tx = masked_optimizer(base, masks)
         # One compiled step per set of mask paths; the masks themselves ride in the state.
         if sig not in steps:
             steps[sig] = _train.make_train_step(net, tx)
@@ -220,7 +211,8 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
                 rewind["variables"] = state.variables
 
         trained = _train.fit(net, variables, x, y, epochs=epochs, batch_size=batch_size, tx=tx,
-                             key=key, progress=progress, desc="imp", on_step=save_rewind,
+                             key=key, progress=progress,
+                             desc=f"imp density {density(masks):.4f}", on_step=save_rewind,
                              train_step=steps[sig])
         return trained, rewind["variables"]
 

@@ -2,10 +2,14 @@
 
 Masks are ``{path: bool array}`` keyed by the FULL variables path, e.g.
 ``("params", "conv0", "kernel")`` -- the form :func:`subnets.transforms.topk_masks` returns and
-every pruning function here takes. An optax transformation, however, sees only the ``params``
-subtree, so inside :func:`masked` a mask at ``("params", *rest)`` applies to the update at
+every pruning function here takes -- or, as optax and jaxpruner take them, a tree shaped like
+``params`` with a bool array (or None: not pruned) at each leaf; :func:`mask_tree` and
+:func:`masks_from_tree` convert. An optax transformation sees only the ``params`` subtree, so
+inside :func:`masked_optimizer` a mask at ``("params", *rest)`` applies to the update at
 ``rest``; a mask whose path does not start with ``"params"`` is refused (batch statistics are
-not optimised). ``True`` means keep.
+not optimised). ``True`` means keep. (The wrapper was called ``masked``, which shadowed
+``optax.masked``, a different thing: it selects the leaves a transformation applies to.
+``masked`` remains as a deprecated alias.)
 
 Both the incoming gradients (so momentum and second moments never see pruned weights) and the
 outgoing updates (so weight decay, or moments left over from before :func:`set_masks`, cannot
@@ -16,7 +20,7 @@ Example:
     >>> import jax.numpy as jnp, optax
     >>> params = {"d": {"kernel": jnp.array([[1.0, 0.0]])}}
     >>> masks = {("params", "d", "kernel"): jnp.array([[True, False]])}
-    >>> tx = masked(optax.sgd(0.1, momentum=0.9), masks)
+    >>> tx = masked_optimizer(optax.sgd(0.1, momentum=0.9), masks)
     >>> state = tx.init(params)
     >>> upd, state = tx.update({"d": {"kernel": jnp.ones((1, 2))}}, state, params)
     >>> upd["d"]["kernel"].tolist()
@@ -43,7 +47,7 @@ Masks = dict[Path, jax.Array]
 
 
 class MaskedState(NamedTuple):
-    """State of :func:`masked`: the wrapped optimiser's state and the keep-masks."""
+    """State of :func:`masked_optimizer`: the wrapped optimiser's state and the keep-masks."""
 
     inner_state: Any
     masks: Masks
@@ -72,21 +76,67 @@ def _mask_params_tree(tree: Any, masks: Mapping[Path, Any]) -> Any:
     return set_paths(tree, updates)
 
 
-def masked(inner: optax.GradientTransformation, masks: Mapping[Path, Any]
-           ) -> optax.GradientTransformation:
+def mask_tree(masks: Mapping[Path, Any], params: Mapping) -> Any:
+    """The masks as a tree shaped like ``params`` (None where a leaf is not pruned).
+
+    Example:
+        >>> import numpy as np
+        >>> t = mask_tree({("params", "d", "kernel"): np.ones(2, bool)},
+        ...               {"d": {"kernel": np.zeros(2), "bias": np.zeros(2)}})
+        >>> t["d"]["bias"] is None, t["d"]["kernel"].tolist()
+        (True, [True, True])
+    """
+    inner = {_inner_path(p): m for p, m in masks.items()}
+
+    def build(tree, prefix):
+        if isinstance(tree, Mapping):
+            return {k: build(v, prefix + (k,)) for k, v in tree.items()}
+        m = inner.get(prefix)
+        if m is not None and jnp.shape(m) != jnp.shape(tree):
+            raise ValueError(f"mask for params/{'/'.join(prefix)} has shape {jnp.shape(m)}, "
+                             f"the parameter has {jnp.shape(tree)}")
+        return None if m is None else jnp.asarray(m, bool)
+
+    missing = set(inner) - {tuple(p) for p, _ in _leaves(params)}
+    if missing:
+        raise ValueError(f"masks name params that do not exist: "
+                         f"{sorted('/'.join(p) for p in missing)}")
+    return build(params, ())
+
+
+def masks_from_tree(tree: Any) -> Masks:
+    """``{("params", ...): mask}`` from a params-shaped tree of bool arrays / None."""
+    return {("params", *p): jnp.asarray(m, bool) for p, m in _leaves(tree) if m is not None}
+
+
+def _leaves(tree: Any, prefix: Path = ()) -> list[tuple[Path, Any]]:
+    if isinstance(tree, Mapping):
+        return [x for k, v in tree.items() for x in _leaves(v, prefix + (k,))]
+    return [(prefix, tree)]
+
+
+def _as_path_masks(masks: Any) -> Masks:
+    if isinstance(masks, Mapping) and masks and all(isinstance(k, tuple) for k in masks):
+        return _as_bool(masks)
+    return masks_from_tree(masks) if masks else {}
+
+
+def masked_optimizer(inner: optax.GradientTransformation, masks: Mapping
+                     ) -> optax.GradientTransformation:
     """Wrap any optax optimiser so pruned weights receive neither gradient nor update.
 
     Args:
         inner: the optimiser (adam, sgd with momentum, a chain with weight decay, ...).
-        masks: ``{full variables path: bool keep-mask}``; paths must start with ``"params"``.
-            Weights not named in ``masks`` are trained normally.
+        masks: ``{full variables path: bool keep-mask}`` (paths start with ``"params"``), or a
+            params-shaped tree of bool masks / None (:func:`mask_tree`). Weights not named
+            are trained normally.
 
     Returns:
         A ``GradientTransformation`` whose state is a :class:`MaskedState`.
 
     Example:
         >>> import jax.numpy as jnp, optax
-        >>> tx = masked(optax.adam(1e-3), {("params", "w"): jnp.array([True, False])})
+        >>> tx = masked_optimizer(optax.adam(1e-3), {("params", "w"): jnp.array([True, False])})
         >>> s = tx.init({"w": jnp.zeros(2)})
         >>> u, s = tx.update({"w": jnp.ones(2)}, s, {"w": jnp.zeros(2)})
         >>> float(u["w"][1])
@@ -95,7 +145,7 @@ def masked(inner: optax.GradientTransformation, masks: Mapping[Path, Any]
     References:
         Frankle & Carbin, The Lottery Ticket Hypothesis (ICLR 2019).
     """
-    masks = _as_bool(masks)
+    masks = _as_path_masks(masks)
     for p in masks:
         _inner_path(p)
 
@@ -111,8 +161,12 @@ def masked(inner: optax.GradientTransformation, masks: Mapping[Path, Any]
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+masked = masked_optimizer  # deprecated alias (it shadowed optax.masked); use masked_optimizer
+
+
 def set_masks(state: MaskedState, masks: Mapping[Path, Any]) -> MaskedState:
-    """Replace the masks in a :class:`MaskedState` (e.g. between IMP levels).
+    """Replace the masks in a :class:`MaskedState` (e.g. between IMP levels); path-keyed or a
+    params-shaped tree, as :func:`masked_optimizer` takes.
 
     The new masks must name the same paths with the same shapes, so a jitted step taking the
     state keeps its compilation. The optimiser's own state is kept; updates of newly pruned
@@ -120,7 +174,7 @@ def set_masks(state: MaskedState, masks: Mapping[Path, Any]) -> MaskedState:
     """
     if not isinstance(state, MaskedState):
         raise TypeError(f"set_masks needs a MaskedState, got {type(state).__name__}")
-    new = _as_bool(masks)
+    new = _as_path_masks(masks)
     if set(new) != set(state.masks):
         raise ValueError(f"set_masks: paths differ; old {sorted(state.masks)}, new {sorted(new)}")
     for p, m in new.items():

@@ -1,10 +1,12 @@
 """Pruning at initialisation: score every prunable weight once, keep the top fraction.
 
-Five criteria, all "higher score = keep":
+Five criteria (and one alias), all "higher score = keep":
 
 - ``magnitude``: ``|w|``.
 - ``random``: uniform noise (the baseline every PaI paper reports).
-- ``snip``: connection sensitivity ``|g * w|``, ``g`` the loss gradient on one batch.
+- ``snip``: connection sensitivity ``|g * w|``, ``g`` the loss gradient on one batch
+  (``taylor`` names the same per-weight saliency; the registry is
+  :data:`subnets.importance.WEIGHT_CRITERIA`).
 - ``grasp``: ``w * (H g)``, the Hessian-gradient product obtained as ``jax.jvp`` of the gradient
   in the direction of the (stopped) gradient, with the logits divided by a temperature (200).
   Keeping the largest ``w * Hg`` is removing the largest ``-w * Hg``, as GraSP prescribes.
@@ -46,12 +48,14 @@ import numpy as np
 import optax
 
 from subnets.graph import Path, get_path, leaf_paths, set_paths
+from subnets.importance import WEIGHT_ALIASES, WEIGHT_CRITERIA
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
 from subnets.transforms import prunable_paths
 
 Masks = dict[Path, jax.Array]
 Scores = dict[Path, jax.Array]
 
-METHODS = ("magnitude", "random", "snip", "grasp", "synflow")
+METHODS = tuple(WEIGHT_CRITERIA)  # the one registry: subnets.importance.WEIGHT_CRITERIA
 GRASP_TEMPERATURE = 200.0
 
 
@@ -176,6 +180,7 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     """
     if method not in METHODS:
         raise ValueError(f"unknown PaI score {method!r}; choose one of {METHODS}")
+    method = WEIGHT_ALIASES.get(method, method)
     paths = _prunable(net, variables, prunable)
     if masks:
         variables = _masked(variables, {p: m for p, m in masks.items() if p in set(paths)})
@@ -207,20 +212,8 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     return {p: np.asarray(s, np.float32) for p, s in out.items()}
 
 
-def _keep_top(flat: np.ndarray, k: int) -> np.ndarray:
-    keep = np.zeros(flat.shape[0], bool)
-    # A partition keeps exactly k weights, breaking ties at the threshold deterministically
-    # (numpy's introselect depends only on the input); a ">= threshold" test would keep every
-    # tie and overshoot the density when many scores are equal, e.g. the zero SynFlow scores of
-    # weights cut off from the output. It is O(n), which matters for 100 SynFlow rounds.
-    if k >= flat.shape[0]:
-        keep[:] = True
-    else:
-        keep[np.argpartition(-flat, k - 1)[:k]] = True
-    return keep
-
-
-def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "global") -> Masks:
+def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "global",
+              floor: Floor | None = DEFAULT_FLOOR, warn: bool = True) -> Masks:
     """Keep-masks holding exactly ``max(1, round(density * n))`` weights.
 
     Args:
@@ -229,42 +222,36 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
         scope: ``"global"`` (one ranking over all layers, so layers end at different
             densities: what Reconvene's sensitivity evaluator reads) or ``"layer"`` (each
             layer keeps ``density`` of its own weights).
+        floor: the per-layer collapse guard of :func:`~subnets.pruning.scoring.keep_masks`
+            (None: a pure global ranking).
+        warn: warn about layers pruned past the collapse threshold.
 
     Returns:
         ``{path: bool numpy array}``.
 
     Example:
         >>> import numpy as np
-        >>> m = pai_masks({("a",): np.array([0., 10., 20., 30.]), ("b",): np.arange(6.)}, 0.5)
+        >>> s = {("a",): np.array([0., 10., 20., 30.]), ("b",): np.arange(6.)}
+        >>> m = pai_masks(s, 0.5, floor=None)
         >>> [int(v.sum()) for v in m.values()]
         [3, 2]
     """
     if not 0.0 < float(density) <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     if not scores:
         raise ValueError("pai_masks: no scores given")
-    arrays = {p: np.asarray(s, np.float64) for p, s in scores.items()}
-    for p, a in arrays.items():
-        if np.isnan(a).any():
-            raise ValueError(f"scores for {'/'.join(p)} contain NaN")
     if scope == "layer":
-        return {p: _keep_top(a.ravel(), max(1, round(density * a.size))).reshape(a.shape)
-                for p, a in arrays.items()}
-    flat = np.concatenate([a.ravel() for a in arrays.values()])
-    keep = _keep_top(flat, max(1, round(density * flat.size)))
-    out, start = {}, 0
-    for p, a in arrays.items():
-        out[p] = keep[start:start + a.size].reshape(a.shape)
-        start += a.size
-    return out
+        k = {p: max(1, round(density * np.size(s))) for p, s in scores.items()}
+    else:
+        k = max(1, round(density * sum(int(np.size(s)) for s in scores.values())))
+    return keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
 
 
 def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
-                  density: float, method: str = "magnitude", scope: str = "global",
+                  density: float, method: str = "synflow", scope: str = "global",
                   rounds: int | None = None, key: jax.Array | None = None,
-                  prunable: Iterable[Path] | None = None, train: bool = False) -> Masks:
+                  prunable: Iterable[Path] | None = None, train: bool = False,
+                  floor: Floor | None = DEFAULT_FLOOR) -> Masks:
     """Score and mask at a target density; SynFlow iterates, the others score once.
 
     Args:
@@ -274,6 +261,7 @@ def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
         rounds: pruning rounds with the exponential schedule ``density ** (r / rounds)``
             (default 100 for SynFlow, whose paper shows iteration avoids layer collapse, and 1
             otherwise).
+        floor: the per-layer collapse guard (None: off); see :mod:`subnets.pruning.scoring`.
 
     Returns:
         ``{path: bool array}`` keeping ``round(density * n)`` weights.
@@ -288,7 +276,8 @@ def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     for r in range(1, rounds + 1):
         s = scores(net, variables, x, y, method=method, key=key, prunable=prunable,
                    masks=masks, train=train)
-        masks = pai_masks(s, density ** (r / rounds), scope=scope)
+        masks = pai_masks(s, density ** (r / rounds), scope=scope, floor=floor,
+                          warn=r == rounds)
     return masks
 
 

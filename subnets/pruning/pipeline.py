@@ -73,7 +73,7 @@ class PruneConfig:
     fraction: float = 0.2
     rewind_step: int = 0
     densities: tuple[float, ...] = (0.5, 0.2, 0.1)
-    pai_score: str = "magnitude"
+    pai_score: str = "synflow"
     epochs: int = 1
     batch_size: int = 128
     lr: float = 1e-3
@@ -218,7 +218,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
         extra["prune_seconds"] = time.perf_counter() - t0
         trained = _train_masked(cfg, net, start, masks, x, y, k_train,
                                 f"{cfg.method} d={d:g}")
-        out.append({"name": f"level_{i}", "variables": trained, "masks": masks,
+        out.append({"name": f"level_{i + 1}", "variables": trained, "masks": masks,
                     "extra": {"target_density": d, **extra}})
         if ck is not None:
             _save_level(ck, out[-1])

@@ -1,7 +1,8 @@
 """Reconvene: unstructured pruning at init decides which layers become smaller dense layers.
 
-1. **Pruning at initialisation** (:func:`~subnets.pruning.pai.prune_at_init`, magnitude by
-   default) with one global ranking, so layers end at different densities.
+1. **Pruning at initialisation** (:func:`~subnets.pruning.pai.prune_at_init`, SynFlow by
+   default; the paper uses magnitude) with one global ranking, so layers end at different
+   densities, under the per-layer floor of :mod:`subnets.pruning.scoring`.
 2. **Pruning Sensitivity Evaluator**: a layer whose sparsity is above the global sparsity (the
    share of all prunable weights removed, i.e. ``1 - density``) is *resilient*; the rest are
    *sensitive*.
@@ -18,7 +19,7 @@
    to the widest of their widths; otherwise it stays whole and its resilient writers stay sparse.
    Fixed groups (classes) never narrow.
 4. **Sensitive layers** stay unstructured-sparse: their masks (permuted and sliced along with the
-   narrowed groups) go to :func:`subnets.pruning.masked` for the one training run.
+   narrowed groups) go to :func:`subnets.pruning.masked_optimizer` for the one training run.
 
 Example:
     >>> import jax, jax.numpy as jnp, subnets
@@ -49,6 +50,7 @@ import numpy as np
 from subnets import cost
 from subnets.graph import ChannelGraph, Path, get_path, set_paths
 from subnets.pruning.pai import Masks, prune_at_init
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor
 
 WIDTH_RULES = ("density", "alive")
 
@@ -59,7 +61,7 @@ class ReconveneResult(NamedTuple):
     Attributes:
         net: the network (its ``apply`` reads the new widths off the variables).
         variables: rectified layers dense and Kaiming re-initialised, the rest masked.
-        masks: keep-masks of the layers that stay sparse (train with ``pruning.masked``).
+        masks: keep-masks of the layers that stay sparse (train with ``pruning.masked_optimizer``).
         widths: every free group's width.
         report: per-layer and per-group decisions and totals (JSON-ready).
     """
@@ -146,9 +148,9 @@ def default_prunable(net: Any) -> list[Path]:
 
 
 def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, density: float,
-              method: str = "magnitude", width: str = "density", key: jax.Array,
-              prunable: Iterable[Path] | None = None, rounds: int | None = None
-              ) -> ReconveneResult:
+              method: str = "synflow", width: str = "density", key: jax.Array,
+              prunable: Iterable[Path] | None = None, rounds: int | None = None,
+              floor: Floor | None = DEFAULT_FLOOR) -> ReconveneResult:
     """Prune at init, rectify the resilient layers into narrower dense ones.
 
     Args:
@@ -156,14 +158,18 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
         variables: freshly initialised variables.
         x, y: one batch for data-driven scores (``snip``, ``grasp``).
         density: fraction of prunable weights PaI keeps.
-        method: PaI score (``magnitude``, ``random``, ``snip``, ``grasp``, ``synflow``).
+        method: PaI score, one of :data:`subnets.importance.WEIGHT_CRITERIA` (default
+            ``synflow``: on mnist5k it keeps dnn-s above 50% at 5% density where magnitude,
+            the paper's choice, collapses a layer; see docs/results.md).
         width: ``"density"`` (default) or ``"alive"``; see the module docstring.
         key: randomness for the scores and the Kaiming re-initialisation.
         prunable: kernel paths (default: :func:`default_prunable`, all but the classifier).
         rounds: PaI rounds (SynFlow default 100).
+        floor: per-layer collapse guard of the PaI step (None: off); a layer's floor also
+            bounds its rectified width from below.
 
     Returns:
-        A :class:`ReconveneResult`; train it once with ``masked(tx, result.masks)``.
+        A :class:`ReconveneResult`; train it once with ``masked_optimizer(tx, result.masks)``.
 
     References:
         Eccles et al., Reconvene (arXiv:2404.16877), Sec. III (PSE and RLR).
@@ -174,7 +180,7 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
     k_score, k_init = jax.random.split(key)
     prunable = default_prunable(net) if prunable is None else list(prunable)
     masks = prune_at_init(net, variables, x, y, density=density, method=method, key=k_score,
-                          prunable=prunable, rounds=rounds)
+                          prunable=prunable, rounds=rounds, floor=floor)
     sizes = {p: int(np.size(m)) for p, m in masks.items()}
     kept = {p: int(np.sum(np.asarray(m))) for p, m in masks.items()}
     global_sparsity = 1.0 - sum(kept.values()) / sum(sizes.values())

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from subnets import checkpoint
+from subnets import log as _log
 from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
 from subnets.subspace.compress import ACT_RANGES, init_act_ranges
@@ -140,14 +141,22 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     step = make_train_step(net, tx, config, total_steps=total, mesh=mesh)
     bar = _progress(total, start * steps_per_epoch, desc, progress)
     epoch_keys = jax.random.split(key, epochs)
+    record = _log.EpochLog(desc, epochs=epochs, num_classes=getattr(net, "num_classes", None),
+                           quiet=not progress)
     for epoch in range(start, epochs):
         data_key, level_key = jax.random.split(epoch_keys[epoch])
+        total = 0.0
         for xb, yb in _batches(x, y, batch_size, key=data_key):
             state, metrics = step(state, xb, yb, level_key)
             check_finite(metrics["loss"], step=int(state.step), epoch=epoch + 1)
+            total = total + metrics["loss"]
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
+        acc = evaluate_levels(net, jax.tree.map(np.asarray, state.subspace), x[:512], y[:512],
+                              levels=_ends(state.subspace))
+        record.epoch(epoch + 1, loss=float(total) / steps_per_epoch,
+                     accuracy=acc[max(acc)], accuracy_low_end=acc[min(acc)])
         if ck is not None:
             _save_state(ck, state, {"epoch": epoch + 1, "epochs": epochs,
                                     "step": int(state.step)})
@@ -155,13 +164,18 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
             on_epoch(epoch + 1, state.subspace)
     if bar is not None:
         bar.close()
+    record.close()
     return jax.tree.map(np.asarray, state.subspace)
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    import sys
+def _ends(subspace: Subspace) -> tuple:
+    """The trained range's two ends as levels (bits are integers)."""
+    cast = int if subspace.compression == "quantized" else float
+    return (cast(subspace.high), cast(subspace.low))
 
-    if not enabled or not sys.stderr.isatty():
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled or not _log.stderr_is_terminal():
         return None
     from tqdm.auto import tqdm
 
@@ -174,12 +188,15 @@ DEFAULT_LEVELS = {"structured": (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25),
 
 
 def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
-                    levels=None, *, batch_size: int = 500, act_quant: bool = True) -> dict:
-    """Top-1 accuracy at each level (default: the paper's grid), deployed by :func:`at_level`.
+                    levels=None, *, batch_size: int = 500, act_quant: bool = True,
+                    out_of_range: str = "error") -> dict:
+    """Top-1 accuracy at each level (default: the paper's grid within the trained range),
+    deployed by :func:`at_level`.
 
     Quantised subspaces are evaluated with activations fake-quantised to the same bits (as
     trained after warm-up), over the running ranges training kept, unless ``act_quant`` is
-    false.
+    false. Levels outside the trained range are refused unless ``out_of_range`` says
+    otherwise (see :func:`~subnets.subspace.compress.check_level`).
 
     Returns:
         ``{level: accuracy}``.
@@ -187,13 +204,15 @@ def evaluate_levels(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray,
     from subnets.subspace.compress import act_quant_apply, at_level
 
     kind = subspace.compression
-    levels = DEFAULT_LEVELS[kind] if levels is None else levels
+    if levels is None:  # the paper's grid, within the range this subspace was trained on
+        levels = tuple(v for v in DEFAULT_LEVELS[kind]
+                       if subspace.low - 1e-9 <= v <= subspace.high + 1e-9)
     arg = {"structured": "width", "unstructured": "density", "quantized": "bits"}[kind]
     quant = kind == "quantized" and act_quant
     fn = jax.jit(lambda v, xb, b: act_quant_apply(net, v, xb, b) if quant else net.apply(v, xb))
     out = {}
     for level in levels:
-        v = at_level(subspace, net, **{arg: level})
+        v = at_level(subspace, net, **{arg: level}, out_of_range=out_of_range)
         correct = 0
         for i in range(0, len(x), batch_size):
             logits = fn(v, x[i:i + batch_size], np.float32(level))

@@ -338,3 +338,15 @@ def test_from_dict_rejects_forged_dicts(forge, match):
     forge(d)
     with pytest.raises(ValueError, match=match):
         ChannelGraph.from_dict(d)
+
+
+def test_names_and_fixed():
+    model, v, x = _mlp()
+    g = trace(model.apply, v, x, names={"a": "hidden"}, fixed=("b",), verify=False)
+    assert [(grp.name, grp.fixed) for grp in g.groups] == [
+        ("in", True), ("hidden", False), ("b", True), ("out", True)]
+    assert g.layer(("params", "a", "kernel")).out_group == "hidden"
+    with pytest.raises(ValueError, match=r"renames unknown groups \['zz'\]"):
+        trace(model.apply, v, x, names={"zz": "q"}, verify=False)
+    with pytest.raises(ValueError, match=r"fixed= names unknown groups \['zz'\]"):
+        trace(model.apply, v, x, fixed=("zz",), verify=False)

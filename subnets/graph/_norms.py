@@ -37,6 +37,19 @@ def _sole_user(flat: Flat, v: int) -> Eqn | None:
     return users[0] if len(users) == 1 else None
 
 
+_SHAPE_ONLY = ("broadcast_in_dim", "reshape", "convert_element_type", "squeeze", "expand_dims")
+
+
+def _through(flat: Flat, v: int, inner: set[int]) -> int:
+    """Follow ``v`` through sole-user shape-only equations (a broadcast of the multiplier)."""
+    while True:
+        u = _sole_user(flat, v)
+        if u is None or u.prim not in _SHAPE_ONLY:
+            return v
+        inner.add(u.index)
+        v = u.outs[0]
+
+
 def _other(e: Eqn, v: int):
     a, b = e.ins
     return b if a == v else a
@@ -82,15 +95,16 @@ def _match(flat: Flat, act: set[int], origin: dict, rs: Eqn) -> NormMatch | None
     if var_v is None or lit.scalar() is None:
         return None
     eps = lit.scalar()
-    r = rs.outs[0]
     scale, inner = None, {pe.index, rs.index}
+    r = _through(flat, rs.outs[0], inner)
     mul = _sole_user(flat, r)
     if mul is None or mul.prim != "mul":
         return None
     other = _other(mul, r)
     if isinstance(other, int) and other not in act:   # rsqrt(...) * scale
-        scale, r = other, mul.outs[0]
+        scale = other
         inner.add(mul.index)
+        r = _through(flat, mul.outs[0], inner)
         mul = _sole_user(flat, r)
         if mul is None or mul.prim != "mul":
             return None

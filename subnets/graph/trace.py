@@ -98,18 +98,44 @@ def trace(apply_fn: Callable, variables: Mapping, example_input: Any, *,
     graph = assemble(tracer, names=dict(names or {}), fixed=tuple(fixed), momenta=momenta,
                      input_shape=tuple(x.shape[1:]))
     if verify:
-        _verify(graph, apply_fn, variables, x)
+        _verify(graph, closed, paths, leaves, x)
     return graph
 
 
-def _verify(graph: ChannelGraph, apply_fn: Callable, variables: Mapping, x: jax.Array) -> None:
+def _verify(graph: ChannelGraph, closed: Any, paths: list[Path], leaves: list,
+            x: jax.Array) -> None:
+    """``run(graph)`` must equal the jaxpr of ``apply_fn`` on the example (one compilation)."""
     from subnets.graph.program import run
 
-    want = np.asarray(jax.jit(apply_fn)(variables, x))
-    got = np.asarray(jax.jit(lambda v, xx: run(graph, v, xx))(variables, x))
+    def both(ls, xx):
+        want = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *ls, xx)[0]
+        return want, run(graph, _unflatten(paths, ls), xx)
+
+    # Random inputs and perturbed variables (running variances kept positive): a freshly
+    # initialised model (zero biases, unit statistics) would hide a swapped role.
+    rng = np.random.default_rng(0)
+    variances = {n.var for n in graph.norms if n.var is not None}
+    noisy = []
+    for p, a in zip(paths, leaves, strict=True):
+        a = np.asarray(a)
+        if not np.issubdtype(a.dtype, np.floating):
+            noisy.append(a)
+        elif p in variances:
+            noisy.append((0.5 + rng.random(a.shape)).astype(a.dtype))
+        else:
+            noisy.append((a + 0.1 * rng.standard_normal(a.shape)).astype(a.dtype))
+    leaves = noisy
+    if np.issubdtype(x.dtype, np.floating):
+        x = rng.standard_normal(x.shape).astype(x.dtype)
+    lowered = jax.jit(both).lower(leaves, x)
+    try:  # the check needs no fast code: skip LLVM's optimisations (a third of compile time)
+        compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": 0})
+    except Exception:  # noqa: BLE001 - an option another backend may not know
+        compiled = lowered.compile()
+    want, got = (np.asarray(a) for a in compiled(leaves, x))
     scale = max(1.0, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max())
-    if got.shape != want.shape or not err <= 1e-4 * scale:
+    err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if not err <= 1e-4 * scale:
         raise TraceError(
             f"the traced program does not reproduce apply_fn (max abs difference {err:.3g} at "
             f"scale {scale:.3g}, shapes {got.shape} vs {want.shape}): the model uses a pattern "

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "data", None) == "default":
             from subnets.data import announce
 
-            args.data = announce(data_dir=getattr(args, "data_dir", None))
+            args.data = announce(data_dir=getattr(args, "data_dir", None), when="load")
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if debug:

@@ -114,13 +114,29 @@ def resolve(name: str = DEFAULT, *, data_dir: str | os.PathLike[str] | None = No
                        "adds them)")
 
 
-def announce(name: str = DEFAULT, *, data_dir: str | os.PathLike[str] | None = None) -> str:
-    """:func:`resolve` ``name`` and say on stderr, in one line, which data set is used and why."""
+def announce(name: str = DEFAULT, *, data_dir: str | os.PathLike[str] | None = None,
+             when: str = "now") -> str:
+    """:func:`resolve` ``name`` and say on stderr, in one line, which data set is used and why.
+
+    ``when="load"`` defers the line to the first :func:`load` (the CLI's choice: a command that
+    stops at a bad flag before touching data prints only its error line).
+    """
+    global _pending_note
+    chosen, why = resolve(name, data_dir=data_dir)
+    if when == "load":
+        _pending_note = f"data: {why}"
+    else:
+        _say(f"data: {why}")
+    return chosen
+
+
+_pending_note: str | None = None
+
+
+def _say(line: str) -> None:
     import sys
 
-    chosen, why = resolve(name, data_dir=data_dir)
-    print(f"data: {why}", file=sys.stderr, flush=True)
-    return chosen
+    print(line, file=sys.stderr, flush=True)
 
 
 def _require(module: str) -> Any:
@@ -322,8 +338,12 @@ def load(
         >>> x.shape, x.dtype.name, y.dtype.name
         ((360, 8, 8, 1), 'float32', 'int32')
     """
+    global _pending_note
     if name == DEFAULT:
         name = resolve(name, data_dir=data_dir)[0]
+    if _pending_note is not None:
+        _say(_pending_note)
+        _pending_note = None
     meta = info(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

@@ -216,12 +216,7 @@ def check_nest_args(args: Any) -> tuple[float, ...]:
     if args.objective == "kernels" and args.score != "taylor":
         raise ValueError(f"--objective kernels needs --score taylor (per-kernel |w*g| scores), "
                          f"got --score {args.score}")
-    name = args.data
-    resolve = getattr(data, "resolve", None)
-    if resolve is not None:
-        name = resolve(name, data_dir=args.data_dir)
-    if hasattr(name, "name"):
-        name = name.name
+    name = data.resolve(args.data, data_dir=args.data_dir)[0]
     meta = data.info(name)
     net = zoo.create(args.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
     check_graph_supported(net)

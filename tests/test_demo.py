@@ -1,0 +1,75 @@
+"""``subnets demo --quick``: every method end to end, its report, and resume after a rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "subnets", "demo", "--quick", "--data",
+                           "digits", "--out", str(out), "--json", *extra],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    out = tmp_path_factory.mktemp("demo") / "run"
+    r = _demo(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+def test_demo_writes_every_method_and_the_report(demo_run):
+    out, r = demo_run
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["out"] == str(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["data"] == "digits" and metrics["config"]["quick"] is True
+    reds = metrics["reds"]["levels"]
+    assert [lv["budget"] for lv in reds] == [0.25, 0.5, 0.75, 1.0]
+    for lv in reds:  # true MACs within each budget, every level smaller than the next
+        assert lv["macs_fraction"] <= lv["budget"] + 1e-9
+    assert [lv["macs"] for lv in reds] == sorted(lv["macs"] for lv in reds)
+    assert metrics["reds"]["family"]["memory_bytes"] < metrics["reds"]["family"]["separate_bytes"]
+    widths = [lv["width"] for lv in metrics["lcs"]["levels"]]
+    assert widths == sorted(widths) and len(widths) >= 3
+    for key in ("imp", "reconvene"):
+        assert metrics[key]["levels"] and all(lv["removal_exact"]
+                                              for lv in metrics[key]["levels"])
+    assert metrics["reconvene"]["levels"][-1]["params_after"] < metrics["base"]["params"]
+    tfl = metrics["tflite"]["levels"]
+    assert len(tfl) == len(reds)
+    assert [e["flash_bytes"] for e in tfl] == sorted(e["flash_bytes"] for e in tfl)
+    assert all(e["agreement"] >= 0.9 for e in tfl)  # int8 TFLM vs float JAX, per level
+    for i in range(len(tfl)):
+        assert (out / "tflite" / f"level{i}.tflite").stat().st_size == tfl[i]["flash_bytes"] \
+            or (out / "tflite" / f"level{i}.tflite").is_file()
+    nc = metrics["nested_c"]
+    if shutil.which("gcc") or shutil.which("cc"):
+        assert nc["built"] and nc["class_agreement"] == 1.0
+    report = (out / "report.md").read_text()
+    for section in ("## REDS", "## LCS", "## DNNShifter", "## Reconvene", "## int8 TFLite",
+                    "## One nested C artifact", "subnets demo --quick"):
+        assert section in report, section
+    assert (out / "accuracy_vs_macs.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "demo" and manifest["status"] == "complete"
+
+
+def test_a_rerun_resumes_every_finished_step(demo_run):
+    out, _ = demo_run
+    r = _demo(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for step in ("base", "reds", "lcs", "imp", "reconvene", "tflite", "nested_c"):
+        assert f"[{step}] done in an earlier run" in r.stderr, step

@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -307,8 +305,9 @@ class _Context:
     def nested_c(self) -> dict:
         from subnets.demo_report import build_and_run_nested_c
 
-        (_, _), (xt, _) = self.data
-        return build_and_run_nested_c(self.family(), self.out / "nested_c", xt[:16])
+        (x, _), (xt, _) = self.data
+        return build_and_run_nested_c(self.family(), self.out / "nested_c", xt[:64],
+                                      x[: min(len(x), 200)])
 
 
 def _switch_seconds(family: Any, input_shape: tuple[int, ...]) -> float:
@@ -320,11 +319,3 @@ def _switch_seconds(family: Any, input_shape: tuple[int, ...]) -> float:
         family.switch(i % len(family))
         times.append(time.perf_counter() - t)
     return float(np.median(times))
-
-
-def have_host_compiler() -> bool:
-    return shutil.which("gcc") is not None or shutil.which("cc") is not None
-
-
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)

@@ -296,9 +296,12 @@ class _Context:
                                  board=c.board, eval_data=(xt[: c.export_eval],
                                                            yt[: c.export_eval]),
                                  progress=self.progress)
-        keep = ("flash_bytes", "arena_bytes", "fits", "accuracy_tflm", "accuracy_jax",
-                "agreement", "macs")
-        return {"levels": [{k: e[k] for k in keep if k in e} for e in manifest["levels"]],
+        levels = [{"macs": e["macs"], "flash_bytes": e["flash_bytes"],
+                   "arena_bytes": e["arena_bytes"], "fits": e["fits"],
+                   "accuracy_tflm": e["eval"]["tflm_accuracy"],
+                   "accuracy_jax": e["eval"]["jax_float_accuracy"],
+                   "agreement": e["eval"]["top1_agreement"]} for e in manifest["levels"]]
+        return {"levels": levels,
                 "fits": manifest["fits"], "problems": manifest["problems"],
                 "board": manifest["board"]["name"] if "name" in manifest["board"] else c.board}
 

@@ -56,7 +56,9 @@ def test_demo_writes_every_method_and_the_report(demo_run):
         [f"level{i}.tflite" for i in range(len(tfl))]
     nc = metrics["nested_c"]
     if shutil.which("gcc") or shutil.which("cc"):
-        assert nc["built"] and nc["class_agreement"] == 1.0
+        # int8 vs float: quantisation may flip a near-tie (bit-exactness with TFLM is
+        # tested in tests/test_mcu_*.py)
+        assert nc["built"] and min(nc["class_agreement_levels"]) >= 0.8
     report = (out / "report.md").read_text()
     for section in ("## REDS", "## LCS", "## DNNShifter", "## Reconvene", "## int8 TFLite",
                     "## One nested C artifact", "subnets demo --quick"):

@@ -26,18 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _traced_dscnn_s():
-    """The zoo's DS-CNN-S through the tracer, 4 uniform levels (random initial weights)."""
+    """The zoo's DS-CNN-S (traced by the zoo), 4 uniform levels (random initial weights)."""
     import jax
-    from test_mcu_zoo import TracedFamily
 
     import subnets
-    from subnets.export.convert import export_view
-    from subnets.graph import trace
+    from subnets.export import uniform_levels
+    from subnets.runtime.family import Family
 
-    net = export_view(subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1)))
+    net = subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1))
     v = jax.tree.map(np.asarray, net.init(jax.random.key(0)))
-    graph = trace(lambda vv, xx: net.apply(vv, xx), v, np.zeros((1, 49, 10, 1), np.float32))
-    return TracedFamily(graph, v, [0.25, 0.5, 0.75, 1.0])
+    return Family(net, v, uniform_levels(net.graph, [0.25, 0.5, 0.75, 1.0]))
 
 
 def _float_artifact() -> dict:

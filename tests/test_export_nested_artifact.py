@@ -104,14 +104,14 @@ int main(int argc, char **argv) {
 """
 
 
-def _build(fam: Family, tmp_path, name: str = "kws") -> tuple[dict, object]:
+def _build(fam, tmp_path, name: str = "kws") -> tuple[dict, object]:
     info = nested_c(fam, tmp_path / "out", name=name, int8=False)
     main = tmp_path / "main.c"
     main.write_text(MAIN.replace("NAME", name).replace("UP", name.upper()))
     exe = tmp_path / "prog"
     out = tmp_path / "out"
     proc = subprocess.run([GCC, *CFLAGS, f"-I{out}", "-o", str(exe), str(main),
-                           str(out / f"{name}.c"), str(out / "subnets_rt.c"), "-lm"],
+                           str(out / f"{name}.c"), str(out / "snf.c")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return info, exe

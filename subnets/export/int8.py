@@ -127,7 +127,10 @@ def lower(graph: Any) -> tuple[list[Step], int]:
                 raise ExportError(f"nested_c: {where}: grouped conv has no int8 kernel")
             group.setdefault(ins[0], layer.in_group)
             if layer.kind == "dense":
-                if op.inputs[0] in flat:
+                # a flatten of S positions feeds a layer of window S (the graph's Layer);
+                # a flatten that merges the input's own axes into its one group is a no-op
+                spread = getattr(layer, "window", None)
+                if op.inputs[0] in flat and (spread is None or int(spread) > 1):
                     win, fl = flat[op.inputs[0]], True
                 else:
                     win, fl = (1, 1), False
@@ -149,6 +152,14 @@ def lower(graph: Any) -> tuple[list[Step], int]:
         elif op.kind in ("norm", "act"):
             p = producer.get(ins[0])
             if op.kind == "norm":
+                nm = graph.norm(op.ref)
+                groups = getattr(nm, "num_groups", None)
+                if nm.mean is None or nm.var is None or groups is not None:
+                    raise ExportError(
+                        f"nested_c: {where}: this norm computes its statistics from each input "
+                        f"(num_groups={groups}, no running mean/var), so it is no fixed "
+                        "per-channel affine and has no kernel; use a running-statistics "
+                        "norm or none")
                 ok = p is not None and p.kernel is not None and p.norm is None and \
                     p.act is None and uses.get(ins[0], 0) == 1
                 if not ok:

@@ -1,5 +1,8 @@
 """``nested_c``: one int8 (default) or float32 C99 artifact for a nested family.
 
+Both come from the graph's program (:func:`subnets.export.int8.lower`): int8 runs on the
+``snq`` runtime of ``kernels/mcu``, float32 on its twin ``snf``.
+
 Example:
     >>> from subnets.export.nested import nested_c
     >>> nested_c.__name__
@@ -23,6 +26,7 @@ import numpy as np
 
 from subnets.export import int8 as q8
 from subnets.export import int8_c
+from subnets.export.carray import _IDENT
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
 
@@ -77,16 +81,14 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
         ``macs``, ``weight_bytes``, ``arena_bytes``).
 
     Raises:
-        ExportError: no representative, a bad name, or an op without an int8 kernel.
+        ExportError: no representative (int8), a bad name, or an op without a kernel.
     """
-    from subnets.export.nested_artifact import _check_name, nested_c_float
-
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
+        raise ExportError(f"nested_c: name {name!r} is not a C identifier")
     if not int8:
-        return nested_c_float(family, out_dir, name=name)
-    try:
-        _check_name(name)
-    except ValueError as e:
-        raise ExportError(str(e)) from None
+        from subnets.export import float_c
+
+        return float_c.write(family, out_dir, name)
     if representative is None:
         raise ExportError("nested_c: int8 needs representative=(N,)+input_shape float inputs "
                           "from the training data (or int8=False for the float artifact)")

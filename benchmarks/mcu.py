@@ -46,7 +46,6 @@ def _float_artifact() -> dict:
     import subnets
     from subnets import export
     from subnets.export import firmware
-    from subnets.export.nested_artifact import nested_c_float
     from subnets.runtime.family import Family
 
     net = subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1))
@@ -55,7 +54,7 @@ def _float_artifact() -> dict:
     x = np.random.default_rng(0).normal(0, 1, (1, 49, 10, 1)).astype(np.float32)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        m = nested_c_float(fam, tmp, name="model")
+        m = export.nested_c(fam, tmp, name="model", int8=False)
         for cpu in ("m4", "m0plus"):
             r = firmware.run(firmware.build(tmp, x, cpu, float32=True), cpu, timeout=900)
             out[cpu] = round(r[-1]["run_instructions"] / m["levels"][-1]["macs"], 2)

@@ -39,6 +39,7 @@ import numpy as np
 
 from subnets.export import int8 as q8
 from subnets.export import int8_c
+from subnets.export.carray import atomic_write_text as _atomic_write
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
 from subnets.graph import get_path
@@ -179,8 +180,6 @@ def write(family: Any, out_dir: str | os.PathLike, name: str) -> dict:
         "#ifdef __cplusplus", "}", "#endif", "", f"#endif  /* SUBNETS_{up}_H_ */", ""])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from subnets.export.nested import _atomic_write
-
     _atomic_write(out / f"{name}.h", header)
     _atomic_write(out / f"{name}.c", source)
     for f in RUNTIME_FILES:

@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 
 from subnets.export.errors import ExportError
-from subnets.export.int8_float import run_float
+from subnets.export.int8_float import norm_affine, run_float
 from subnets.graph import get_path
 
 ACTIVATIONS = ("relu", "relu6")
+__all__ = ["ACTIVATIONS", "Step", "add_params", "lower", "norm_affine", "quantize",
+           "quantize_multiplier", "round_away"]
 
 
 @dataclass
@@ -285,17 +287,6 @@ def _rows(step: Step, kernel: np.ndarray, in_full: int) -> np.ndarray:
     if k.ndim == 2:
         k = k.reshape(step.window[0], step.window[1], in_full, k.shape[-1])
     return k.transpose(3, 0, 1, 2).reshape(k.shape[-1], -1)
-
-
-def norm_affine(variables: dict, norm: Any, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode norm as ``y = x * gain + offset`` (length ``c``), from ``variables``."""
-    def arr(path: Any, default: float) -> np.ndarray:
-        if path is None:
-            return np.full(c, default)
-        return np.asarray(get_path(variables, path), np.float64).reshape(-1)[:c]
-
-    gain = arr(norm.scale, 1.0) / np.sqrt(arr(norm.var, 1.0) + float(norm.epsilon))
-    return gain, arr(norm.shift, 0.0) - arr(norm.mean, 0.0) * gain
 
 
 def quantize(family: Any, steps: list[Step], representative: np.ndarray) -> dict:

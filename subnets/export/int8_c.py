@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets.export.int8 import add_params
+
 _KIND = {"conv": "SNQ_CONV", "depthwise": "SNQ_DEPTHWISE", "avgpool": "SNQ_AVGPOOL",
          "maxpool": "SNQ_MAXPOOL", "add": "SNQ_ADD"}
 _PER_LINE = 16
@@ -117,8 +119,6 @@ def tables(steps: list) -> tuple[list[str], list[list[str]], int]:
 
 
 def layer_init(s: Any, offset: dict, full: dict, col: dict, j: int) -> str:
-    from subnets.export.int8 import add_params
-
     src = offset.get(s.src, -1)
     src2 = offset.get(s.src2, -1) if s.kind == "add" else -1
     in_zp = s.q["in"][1]

@@ -18,28 +18,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from subnets.export import float_c, int8_c
 from subnets.export import int8 as q8
-from subnets.export import int8_c
 from subnets.export.carray import _IDENT
+from subnets.export.carray import atomic_write_text as _atomic_write
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
 
 FORMAT = "subnets.nested_c.int8"
 FORMAT_VERSION = 1
 RUNTIME_FILES = ("snq.h", "snq.c")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def prepare(family: Any, representative: Any) -> tuple[list, dict]:
@@ -86,8 +79,6 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
     if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ExportError(f"nested_c: name {name!r} is not a C identifier")
     if not int8:
-        from subnets.export import float_c
-
         return float_c.write(family, out_dir, name)
     if representative is None:
         raise ExportError("nested_c: int8 needs representative=(N,)+input_shape float inputs "

@@ -111,7 +111,7 @@ def test_nested_c_board_check_exits_1_and_prints_the_margin(run_dir, tmp_path, c
     out = tmp_path / "o"
     args = ["export", str(run_dir), "--out", str(out), "--formats", "nested-c", "--data",
             "synthetic", "--representative", "8"]
-    assert main([*args, "--board", "tiny", "--flash-kb", "48", "--ram-kb", "24"]) == 1
+    assert main([*args, "--board", "tiny", "--flash-kb", "24", "--ram-kb", "8"]) == 1
     text = capsys.readouterr().out
     assert "DOES NOT FIT" in text and "reserved" in text
     assert main([*args, "--board", "pico"]) == 0

@@ -104,7 +104,7 @@ def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any
     return rep, (xt[:n_eval], yt[:n_eval])
 
 
-def _nested_c(family, out: Path, board, rep, int8: bool) -> bool:
+def _nested_c(family, out: Path, board, rep, int8: bool = True) -> bool:
     """Write the nested C artifact (int8 from ``rep``, or float32), check that it fits."""
     from subnets.export import nested_c
     from subnets.export.reserve import check

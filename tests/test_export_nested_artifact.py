@@ -164,7 +164,7 @@ def _layer_bytes(graph, variables, info) -> int:
     """4 x the size of every kernel and bias the artifact's steps name (read from the graph)."""
     from subnets.graph import get_path
 
-    paths = {tuple(p) for op in info["layers"] for p in (op["kernel"], op["bias"]) if p}
+    paths = {tuple(p) for op in info["layers"] for p in (op["kernel_path"], op["bias_path"]) if p}
     assert paths == {p for lay in graph.layers for p in (lay.path, lay.bias) if p}
     return sum(4 * np.size(get_path(variables, p)) for p in paths)
 

@@ -193,8 +193,8 @@ def write(family: Any, out_dir: str | os.PathLike, name: str) -> dict:
         "separate_bytes": int(separate), "arena_bytes": int(4 * arena), "groups": groups,
         "layers": [{"name": s.name, "kind": "affine" if s.affine else s.kind,
                     "in_group": s.in_group, "out_group": s.out_group,
-                    "kernel": list(s.kernel) if s.kernel else None,
-                    "bias": list(s.bias) if s.bias else None,
+                    "kernel_path": list(s.kernel) if s.kernel else None,
+                    "bias_path": list(s.bias) if s.bias else None,
                     "norm": list(s.norm.id) if s.norm is not None else None, "act": s.act}
                    for s in steps],
         "levels": rows,

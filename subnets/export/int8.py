@@ -294,7 +294,7 @@ def quantize(family: Any, steps: list[Step], representative: np.ndarray) -> dict
 
     Returns ``{"values": {id: (scale, zp)}, "widths": [level widths]}``; every weighted step
     gets ``q["weights"]`` (int8 rows), ``q["w_scale"]`` and ``q["levels"]`` (per level
-    ``mult``, ``shift``, ``bias``, ``f_scale``, ``sign``).
+    ``mult``, ``shift``, ``bias32``, ``f_scale``, ``sign``).
     """
     graph = family.net.graph
     full = {g.name: int(g.size) for g in graph.groups}
@@ -346,7 +346,7 @@ def _level_tables(s: Step, lv: dict, w_scale: np.ndarray, s_in: float, s_out: fl
                         for f in f_scale), strict=True)
     b32 = round_away(bias / (np.float64(np.float32(s_in)) * f_scale.astype(np.float64)))
     return {"mult": np.asarray(mult, np.int64) * sign, "shift": np.asarray(shift, np.int64),
-            "bias": np.clip(b32, -2**31, 2**31 - 1).astype(np.int64), "f_scale": f_scale,
+            "bias32": np.clip(b32, -2**31, 2**31 - 1).astype(np.int64), "f_scale": f_scale,
             "sign": sign}
 
 

@@ -106,13 +106,13 @@ def tables(steps: list) -> tuple[list[str], list[list[str]], int]:
             t = s.q["levels"][i]
             c = len(t["mult"])
             ident = next((k for k, t0 in kept if all(np.array_equal(t0[f][:c], t[f])
-                                                     for f in ("mult", "shift", "bias"))), None)
+                                                     for f in ("mult", "shift", "bias32"))), None)
             if ident is None:
                 ident = f"{j}_l{i}"
                 kept.append((ident, t))
                 arrays += [_ints("int32_t", f"m{ident}", t["mult"]),
                            _ints("int8_t", f"s{ident}", t["shift"]),
-                           _ints("int32_t", f"b{ident}", t["bias"])]
+                           _ints("int32_t", f"b{ident}", t["bias32"])]
                 stored += 9 * c
             refs[i][j] = f"{{m{ident}, s{ident}, b{ident}}}"
     return arrays, refs, stored

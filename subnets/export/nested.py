@@ -114,8 +114,9 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
         "input_shape": [int(s) for s in graph.input_shape],
         "files": sorted([f"{name}.h", f"{name}.c", *RUNTIME_FILES, "manifest.json"]),
         **sizes,
-        "input": {"scale": steps[0].q["in"][0], "zero_point": steps[0].q["in"][1]},
-        "output": {"scale": steps[-1].q["out"][0], "zero_point": steps[-1].q["out"][1]},
+        # TFLite's quantisation fields (real = scale * (q - zero_point))
+        "input": dict(scale=steps[0].q["in"][0], zero_point=steps[0].q["in"][1]),
+        "output": dict(scale=steps[-1].q["out"][0], zero_point=steps[-1].q["out"][1]),
         "activation_ranges": "union over levels (one scale per tensor)",
         "steps": [{"name": s.name, "kind": s.kind, "act": s.act} for s in steps],
         "levels": rows,

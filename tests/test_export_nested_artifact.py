@@ -275,3 +275,50 @@ def test_cortex_m4_build_fits_weights_once(tmp_path):
     assert model["bss"] >= info["arena_bytes"]
     assert model["data"] < 1024
     assert sizes["snf.c"]["text"] < 4096
+
+
+@needs_gcc
+def test_linen_model_with_pools_and_residual_float_matches_family(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_mcu_zoo import _linen_pool_residual
+
+    fam = _linen_pool_residual()
+    _, exe = _build(fam, tmp_path)
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 2)).astype(np.float32)
+    got = _run(exe, x, [0, 1], tmp_path)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], np.asarray(fam.apply(x, i)), rtol=1e-4, atol=1e-4)
+
+
+def test_padded_avg_pool_is_refused_naming_the_op(tmp_path):
+    import flax.linen as nn
+
+    from subnets.export import ExportError
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.avg_pool(nn.Conv(4, (3, 3))(x), (3, 3), padding="SAME")
+            return nn.Dense(2)(h.mean(axis=(1, 2)))
+
+    net = subnets.models.from_linen(Net(), np.zeros((1, 6, 6, 1), np.float32))
+    fam = Family(net, net.init(jax.random.key(0)), [{}])
+    with pytest.raises(ExportError, match="avg_pool.*count_include_pad"):
+        nested_c(fam, tmp_path, int8=False)
+
+
+ARM_QEMU = shutil.which("qemu-system-arm")
+
+
+@pytest.mark.skipif(ARM_GCC is None or ARM_QEMU is None, reason="no arm toolchain / QEMU")
+def test_float_firmware_runs_on_emulated_cortex_m4(tmp_path):
+    from subnets.export import firmware
+
+    fam, x = _family("ds-cnn-s")
+    nested_c(fam, tmp_path, name="model", int8=False)
+    rows = firmware.run(firmware.build(tmp_path, x[:2], "m4", float32=True), "m4", timeout=600)
+    for i, row in enumerate(rows):
+        assert row["classes"] == np.asarray(fam.apply(x[:2], i)).argmax(1).tolist()

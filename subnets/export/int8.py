@@ -94,6 +94,12 @@ def _pair(v: Any, default: int) -> tuple[int, int]:
     return (v + (1,))[:2] if len(v) == 1 else v[:2]
 
 
+def _spatial(v: Any, rank: int) -> Any:
+    """A pool attribute's spatial entries: traced attrs cover (batch, *spatial, channel)."""
+    v = tuple(v) if isinstance(v, tuple | list) else v
+    return v[1:-1] if isinstance(v, tuple) and len(v) == rank else v
+
+
 def lower(graph: Any) -> tuple[list[Step], int]:
     """The graph's program as int8 steps, and the value id of the logits.
 
@@ -199,12 +205,20 @@ def lower(graph: Any) -> tuple[list[Step], int]:
                             window=in_hw)
             else:
                 a = _attrs(op)
-                window = _pair(a.get("window"), 1)
-                stride = _pair(a.get("stride"), window[0])
+                rank = len(op.spatial) + 2  # the traced attrs cover (batch, *spatial, channel)
+                window = _pair(_spatial(a.get("window"), rank), 1)
+                stride = _pair(_spatial(a.get("stride"), rank), window[0])
                 pads = a.get("padding") or ((0, 0), (0, 0))
                 if isinstance(pads, str):
                     raise ExportError(f"nested_c: {where}: padding must be explicit (lo, hi)")
-                pads = tuple(tuple(int(x) for x in p) for p in pads)
+                pads = tuple(tuple(int(x) for x in p) for p in _spatial(tuple(pads), rank))
+                if len(window) != 2 or len(pads) != 2:
+                    raise ExportError(f"nested_c: {where}: only 2-D pooling has a kernel")
+                if op.kind == "avg_pool" and any(any(p) for p in pads):
+                    raise ExportError(
+                        f"nested_c: {where}: a padded avg_pool averages the padded zeros too "
+                        "(count_include_pad, as lax.reduce_window does), TFLite's AVERAGE_POOL "
+                        "does not: no kernel; pad explicitly before the pool or use VALID")
                 step = Step("avgpool" if op.kind == "avg_pool" else "maxpool", ins[0],
                             op.output, g, g, in_hw=in_hw, out_hw=_hw(op.spatial),
                             window=window, stride=stride, pad=pads)

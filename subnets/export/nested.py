@@ -71,7 +71,11 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
     Returns:
         The manifest (also ``manifest.json``): ``files``, ``weight_bytes``, ``table_bytes``,
         ``arena_bytes``, ``input`` / ``output`` quantisation and ``levels`` (``widths``,
-        ``macs``, ``weight_bytes``, ``arena_bytes``).
+        ``macs``, ``weight_bytes``, ``arena_bytes``). With ``int8=False``: ``weight_bytes``
+        (float32 kernels and biases, stored once), ``affine_bytes`` (per-level norm affine),
+        ``separate_bytes`` (one copy per level), ``arena_bytes``, ``layers`` (the lowered
+        steps with their kernel / bias paths and norm id) and ``levels`` (``widths``,
+        ``macs``); ``representative`` and ``instructions`` are not used.
 
     Raises:
         ExportError: no representative (int8), a bad name, or an op without a kernel.

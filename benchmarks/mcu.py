@@ -26,18 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _traced_dscnn_s():
-    """The zoo's DS-CNN-S through the tracer, 4 uniform levels (random initial weights)."""
+    """The zoo's DS-CNN-S (traced by the zoo), 4 uniform levels (random initial weights)."""
     import jax
-    from test_mcu_zoo import TracedFamily
 
     import subnets
-    from subnets.export.convert import export_view
-    from subnets.graph import trace
+    from subnets.export import uniform_levels
+    from subnets.runtime.family import Family
 
-    net = export_view(subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1)))
+    net = subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1))
     v = jax.tree.map(np.asarray, net.init(jax.random.key(0)))
-    graph = trace(lambda vv, xx: net.apply(vv, xx), v, np.zeros((1, 49, 10, 1), np.float32))
-    return TracedFamily(graph, v, [0.25, 0.5, 0.75, 1.0])
+    return Family(net, v, uniform_levels(net.graph, [0.25, 0.5, 0.75, 1.0]))
 
 
 def _float_artifact() -> dict:
@@ -48,7 +46,6 @@ def _float_artifact() -> dict:
     import subnets
     from subnets import export
     from subnets.export import firmware
-    from subnets.export.nested_artifact import nested_c_float
     from subnets.runtime.family import Family
 
     net = subnets.zoo.create("ds-cnn-s", num_classes=12, input_shape=(49, 10, 1))
@@ -57,7 +54,7 @@ def _float_artifact() -> dict:
     x = np.random.default_rng(0).normal(0, 1, (1, 49, 10, 1)).astype(np.float32)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        m = nested_c_float(fam, tmp, name="model")
+        m = export.nested_c(fam, tmp, name="model", int8=False)
         for cpu in ("m4", "m0plus"):
             r = firmware.run(firmware.build(tmp, x, cpu, float32=True), cpu, timeout=900)
             out[cpu] = round(r[-1]["run_instructions"] / m["levels"][-1]["macs"], 2)

@@ -109,7 +109,7 @@ def _arm_sizes(out: Path, name: str) -> dict | None:
     if gcc is None or size is None:
         return None
     total = {"text": 0, "data": 0, "bss": 0}
-    for src in (f"{name}.c", "subnets_rt.c"):
+    for src in (f"{name}.c", "snf.c"):
         obj = out / f"{src}.o"
         subprocess.run([gcc, "-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard",
                         "-mfpu=fpv4-sp-d16", "-O2", "-c", str(out / src), "-o", str(obj)],
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         exe = tmp / "bench"
         subprocess.run([gcc, "-std=c99", "-O2", "-Wall", "-Werror", f"-I{tmp / 'out'}", "-o",
                         str(exe), str(main_c), str(tmp / "out" / "bench.c"),
-                        str(tmp / "out" / "subnets_rt.c"), "-lm"],
+                        str(tmp / "out" / "snf.c"), "-lm"],
                        check=True, capture_output=True, text=True)
         x.tofile(tmp / "x.bin")
         proc = subprocess.run([str(exe), str(repeats), str(tmp / "x.bin"), str(tmp / "y.bin")],

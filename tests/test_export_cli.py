@@ -12,7 +12,7 @@ from subnets import export
 from subnets.cli import main
 from subnets.runtime.family import Family
 
-SHAPE = (16, 8, 1)
+SHAPE = (8, 8, 1)  # the digits data set's inputs
 
 
 @pytest.fixture()
@@ -63,13 +63,41 @@ def test_custom_board_needs_both_numbers(run_dir, tmp_path, capsys):
     assert "--flash-kb and --ram-kb" in capsys.readouterr().err
 
 
-def test_nested_c_format_needs_no_tensorflow_or_data(run_dir, tmp_path, capsys):
+def test_nested_c_format_writes_int8_calibrated_on_the_recorded_data(run_dir, tmp_path,
+                                                                    capsys):
+    (run_dir / "metrics.json").write_text(json.dumps({"levels": 2, "data": "digits"}))
     out = tmp_path / "o"
-    assert main(["export", str(run_dir), "--out", str(out), "--formats", "nested-c"]) == 0
+    assert main(["export", str(run_dir), "--out", str(out), "--formats", "nested-c",
+                 "--representative", "32"]) == 0
     text = capsys.readouterr().out
     manifest = json.loads((out / "nested_c" / "manifest.json").read_text())
-    assert len(manifest["levels"]) == 2
-    assert (out / "nested_c" / "subnets_rt.c").exists()
+    assert manifest["format"] == "subnets.nested_c.int8" and len(manifest["levels"]) == 2
+    assert (out / "nested_c" / "snq.c").exists()
+    assert "nested C artifact (int8)" in text
+    assert f"share {manifest['weight_bytes'] + manifest['table_bytes']:,} B" in text
+    assert not (out / "level0.tflite").exists()
+    # the calibration really came from the data: another data set gives other input ranges
+    from subnets import data
+    from subnets.export.int8 import activation_qparams
+
+    x, _ = data.load("digits", "train")
+    assert manifest["input"]["scale"] == pytest.approx(
+        activation_qparams(float(x.min()), float(x.max()))[0], rel=1e-6)
+
+
+def test_nested_c_int8_without_a_recorded_data_set_is_named(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "o"), "--formats",
+                 "nested-c"]) == 2
+    assert "metrics.json names no data set" in capsys.readouterr().err
+
+
+def test_nested_c_float_needs_no_tensorflow_or_data(run_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["export", str(run_dir), "--out", str(out), "--formats", "nested-c",
+                 "--float"]) == 0
+    text = capsys.readouterr().out
+    manifest = json.loads((out / "nested_c" / "manifest.json").read_text())
+    assert len(manifest["levels"]) == 2 and "nested C artifact (float32)" in text
     assert f"share {manifest['weight_bytes'] + manifest['affine_bytes']:,} B" in text
     assert not (out / "level0.tflite").exists()
 
@@ -81,8 +109,9 @@ def test_unknown_format_is_named(run_dir, tmp_path, capsys):
 
 def test_nested_c_board_check_exits_1_and_prints_the_margin(run_dir, tmp_path, capsys):
     out = tmp_path / "o"
-    args = ["export", str(run_dir), "--out", str(out), "--formats", "nested-c"]
-    assert main([*args, "--board", "tiny", "--flash-kb", "48", "--ram-kb", "24"]) == 1
+    args = ["export", str(run_dir), "--out", str(out), "--formats", "nested-c", "--data",
+            "synthetic", "--representative", "8"]
+    assert main([*args, "--board", "tiny", "--flash-kb", "24", "--ram-kb", "8"]) == 1
     text = capsys.readouterr().out
     assert "DOES NOT FIT" in text and "reserved" in text
     assert main([*args, "--board", "pico"]) == 0

@@ -1,4 +1,4 @@
-"""Tests for subnets.export.nested_c (module subnets.export.nested_artifact): the C artifact
+"""Tests for subnets.export.nested_c(int8=False) (module subnets.export.float_c): the C artifact
 computes every level of the family, stores each weight once, and switching levels in any order
 gives the same outputs."""
 
@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -104,14 +105,14 @@ int main(int argc, char **argv) {
 """
 
 
-def _build(fam: Family, tmp_path, name: str = "kws") -> tuple[dict, object]:
+def _build(fam, tmp_path, name: str = "kws") -> tuple[dict, object]:
     info = nested_c(fam, tmp_path / "out", name=name, int8=False)
     main = tmp_path / "main.c"
     main.write_text(MAIN.replace("NAME", name).replace("UP", name.upper()))
     exe = tmp_path / "prog"
     out = tmp_path / "out"
     proc = subprocess.run([GCC, *CFLAGS, f"-I{out}", "-o", str(exe), str(main),
-                           str(out / f"{name}.c"), str(out / "subnets_rt.c"), "-lm"],
+                           str(out / f"{name}.c"), str(out / "snf.c")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return info, exe
@@ -155,59 +156,96 @@ def test_switch_order_does_not_matter(tmp_path):
 
 
 def _declared_floats(source: str, prefix: str) -> int:
-    return sum(int(n) for n in re.findall(rf"static const float {prefix}\w*\[(\d+)\]", source))
+    return sum(int(n) for n in re.findall(rf"static const float {prefix}\d\w*\[(\d+)\]",
+                                          source))
+
+
+def _layer_bytes(graph, variables, info) -> int:
+    """4 x the size of every kernel and bias the artifact's steps name (read from the graph)."""
+    from subnets.graph import get_path
+
+    paths = {tuple(p) for op in info["layers"] for p in (op["kernel_path"], op["bias_path"]) if p}
+    assert paths == {p for lay in graph.layers for p in (lay.path, lay.bias) if p}
+    return sum(4 * np.size(get_path(variables, p)) for p in paths)
 
 
 @pytest.mark.parametrize("case", ["dnn-s", "cnn-s", "ds-cnn-s"])
 def test_weights_are_stored_once(case, tmp_path):
     fam, _ = _family(case)
     info = nested_c(fam, tmp_path, name="m", int8=False)
-    params = fam.variables["params"]
-    weighted = [op["name"] for op in info["layers"] if op["kind"] != "avgpool"]
-    full = sum(4 * np.size(a) for n in weighted for a in jax.tree.leaves(params[n]))
+    graph = fam.net.graph
+    full = _layer_bytes(graph, fam.variables, info)
     assert info["weight_bytes"] == full
-    per_level = sum(4 * np.size(a) for i in range(len(fam)) for n in weighted
-                    for a in jax.tree.leaves(fam.level_variables(i)["params"][n]))
+    per_level = sum(_layer_bytes(graph, fam.level_variables(i), info) for i in range(len(fam)))
     assert per_level > full and info["separate_bytes"] > info["weight_bytes"]
     source = (tmp_path / "m.c").read_text()
-    assert 4 * (_declared_floats(source, "w_") + _declared_floats(source, "b_")) == full
-    assert 4 * (_declared_floats(source, "s_") + _declared_floats(source, "t_")) \
+    assert 4 * (_declared_floats(source, "w") + _declared_floats(source, "b")) == full
+    assert 4 * (_declared_floats(source, "s") + _declared_floats(source, "t")) \
         == info["affine_bytes"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["weight_bytes"] == full and manifest["model"] == fam.net.name
+    assert manifest["weight_bytes"] == full
     assert sorted(p.name for p in tmp_path.iterdir()) == manifest["files"]
 
 
 def test_per_level_batchnorm_is_kept_and_shared_stats_deduplicated(tmp_path):
     fam, _ = _family("ds-cnn-s")
-    layers = nested_c(fam, tmp_path / "a", int8=False)["layers"]
-    norms = [op["norm"] for op in layers if op["norm"]]
-    full = fam.level_variables(-1)["params"]
-    one_level = sum(8 * full[n]["scale"].size for n in norms)
+    graph = fam.net.graph
+    norms = [graph.norm(tuple(op["norm"])) for op in
+             nested_c(fam, tmp_path / "a", int8=False)["layers"] if op["norm"]]
+    assert norms and len(norms) == len(graph.norms)
+    width = [{**graph.sizes, **lv} for lv in fam.levels]
+    one_level = sum(8 * graph[n.group].size for n in norms)
     per_level = nested_c(fam, tmp_path / "a", int8=False)["affine_bytes"]
-    levels_sum = sum(8 * fam.level_variables(i)["params"][n]["scale"].size
-                     for i in range(len(fam)) for n in norms)
-    assert per_level == levels_sum  # distinct statistics: one affine per level
+    assert per_level == sum(8 * w[n.group] for w in width for n in norms)  # one per level
     shared, _ = _family("ds-cnn-s", per_level_stats=False)
     shared_bytes = nested_c(shared, tmp_path / "b", int8=False)["affine_bytes"]
     assert shared_bytes == one_level  # prefixes reused
 
 
-@pytest.mark.parametrize("model,layer", [("cpreresnet20", "residual add"),
-                                         ("vgg16", "max pooling")])
-def test_unsupported_model_names_model_and_layer(model, layer, tmp_path):
-    net = subnets.zoo.create(model, num_classes=3, input_shape=(8, 8, 3))
-    fam = Family(net, _random_variables(net, 0), [{}])
-    with pytest.raises(ValueError, match=rf"{model}.*{layer}"):
+@needs_gcc
+def test_residual_add_max_pool_flatten_program_exports(tmp_path):
+    """Not a zoo list: any supported program exports (residual add, max pool, flatten,
+    a standalone norm is not needed here); every level equals the lowered program in numpy."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _mcu_models as mm
+
+    from subnets.export.int8 import lower
+    from subnets.export.int8_float import run_float
+
+    fam = mm.resnet(per_level_stats=True)
+    info, exe = _build(fam, tmp_path)
+    assert {"add", "maxpool"} <= {op["kind"] for op in info["layers"]}
+    x = np.random.default_rng(3).normal(size=(3,) + fam.net.graph.input_shape)
+    got = _run(exe, x.astype(np.float32), list(range(len(fam.levels))), tmp_path)
+    steps, logits = lower(fam.net.graph)
+    for i in range(len(fam.levels)):
+        ref = run_float(steps, fam.level_variables(i), x)[logits].reshape(len(x), -1)
+        np.testing.assert_allclose(got[i], ref, rtol=1e-4, atol=1e-4, err_msg=f"level {i}")
+    assert not np.allclose(got[0], got[-1], atol=1e-2)
+
+
+def test_unsupported_op_and_group_norm_are_named_and_nothing_written(tmp_path):
+    import flax.linen as nn
+
+    from subnets.export import ExportError
+
+    class Tanh(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(jnp.tanh(nn.Dense(8)(x)))
+
+    net = subnets.models.from_linen(Tanh(), np.zeros((1, 4), np.float32))
+    fam = Family(net, net.init(jax.random.key(0)), [{}])
+    with pytest.raises(ExportError, match="activation 'tanh'"):
         nested_c(fam, tmp_path, int8=False)
-    assert not list(tmp_path.iterdir())  # nothing written
-
-
-def test_group_norm_and_bad_name_are_rejected(tmp_path):
     net = subnets.zoo.create("ds-cnn-s", num_classes=3, input_shape=(8, 8, 1), norm="group")
     fam = Family(net, _random_variables(net, 0), [{}])
-    with pytest.raises(ValueError, match="ds-cnn-s.*group"):
+    with pytest.raises(ExportError, match="statistics from each input"):
         nested_c(fam, tmp_path, int8=False)
+    assert not list(tmp_path.iterdir())  # nothing written
     with pytest.raises(ValueError, match="C identifier"):
         nested_c(_family("dnn-s")[0], tmp_path, name="1bad-name", int8=False)
 
@@ -220,7 +258,7 @@ def test_cortex_m4_build_fits_weights_once(tmp_path):
     fam, _ = _family("ds-cnn-s")
     info = nested_c(fam, tmp_path, name="kws", int8=False)
     sizes = {}
-    for src in ("kws.c", "subnets_rt.c"):
+    for src in ("kws.c", "snf.c"):
         obj = tmp_path / (src[:-2] + ".o")
         proc = subprocess.run([ARM_GCC, "-std=c99", "-mcpu=cortex-m4", "-mthumb",
                                "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-Wall",
@@ -236,4 +274,51 @@ def test_cortex_m4_build_fits_weights_once(tmp_path):
     assert weights <= model["text"] < weights + 4096
     assert model["bss"] >= info["arena_bytes"]
     assert model["data"] < 1024
-    assert sizes["subnets_rt.c"]["text"] < 2048
+    assert sizes["snf.c"]["text"] < 4096
+
+
+@needs_gcc
+def test_linen_model_with_pools_and_residual_float_matches_family(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_mcu_zoo import _linen_pool_residual
+
+    fam = _linen_pool_residual()
+    _, exe = _build(fam, tmp_path)
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 2)).astype(np.float32)
+    got = _run(exe, x, [0, 1], tmp_path)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], np.asarray(fam.apply(x, i)), rtol=1e-4, atol=1e-4)
+
+
+def test_padded_avg_pool_is_refused_naming_the_op(tmp_path):
+    import flax.linen as nn
+
+    from subnets.export import ExportError
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.avg_pool(nn.Conv(4, (3, 3))(x), (3, 3), padding="SAME")
+            return nn.Dense(2)(h.mean(axis=(1, 2)))
+
+    net = subnets.models.from_linen(Net(), np.zeros((1, 6, 6, 1), np.float32))
+    fam = Family(net, net.init(jax.random.key(0)), [{}])
+    with pytest.raises(ExportError, match="avg_pool.*count_include_pad"):
+        nested_c(fam, tmp_path, int8=False)
+
+
+ARM_QEMU = shutil.which("qemu-system-arm")
+
+
+@pytest.mark.skipif(ARM_GCC is None or ARM_QEMU is None, reason="no arm toolchain / QEMU")
+def test_float_firmware_runs_on_emulated_cortex_m4(tmp_path):
+    from subnets.export import firmware
+
+    fam, x = _family("ds-cnn-s")
+    nested_c(fam, tmp_path, name="model", int8=False)
+    rows = firmware.run(firmware.build(tmp_path, x[:2], "m4", float32=True), "m4", timeout=600)
+    for i, row in enumerate(rows):
+        assert row["classes"] == np.asarray(fam.apply(x[:2], i)).argmax(1).tolist()

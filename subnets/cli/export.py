@@ -3,7 +3,9 @@
 RUN_DIR is what ``subnets nest --out DIR`` wrote: ``family.subnets`` (the family) and
 ``metrics.json`` (which names the data set). Calibration inputs come from the data set's training
 split, evaluation from its test split; ``--data synthetic`` calibrates on uniform noise and skips
-evaluation (for inputs with no offline data set, such as Speech Commands).
+evaluation (for inputs with no offline data set, such as Speech Commands). ``--formats nested-c``
+writes one int8 C99 artifact (calibrated the same way) whose levels share their weights;
+with ``--float`` a float32 one that needs no data.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--formats", default="tflite",
                    help="comma list of tflite (an int8 .tflite + C array per level, checked in "
                         "TFLM) and nested-c (ONE C99 source whose levels share their weights, "
-                        "in OUT/nested_c/)")
+                        "in OUT/nested_c/: int8 calibrated on the run's data set, float32 "
+                        "with --float)")
     return p
 
 
@@ -101,14 +104,12 @@ def _data(name: str, net: Any, n_rep: int, n_eval: int) -> tuple[np.ndarray, Any
     return rep, (xt[:n_eval], yt[:n_eval])
 
 
-def _nested_c(family, out: Path, board, rep) -> bool:
-    """Write the nested C artifact (int8 when the graph has a program), check it fits."""
+def _nested_c(family, out: Path, board, rep, int8: bool = True) -> bool:
+    """Write the nested C artifact (int8 from ``rep``, or float32), check that it fits."""
     from subnets.export import nested_c
     from subnets.export.reserve import check
 
-    int8 = bool(getattr(family.net.graph, "program", ()))
-    m = nested_c(family, out, representative=rep, int8=int8) if int8 else nested_c(
-        family, out, int8=False)
+    m = nested_c(family, out, representative=rep, int8=int8)
     stored = m["weight_bytes"] + m.get("table_bytes", m.get("affine_bytes", 0))
     print(f"nested C artifact ({'int8' if int8 else 'float32'}) -> {out} ({len(m['levels'])} "
           f"levels share {stored:,} B of weights; arena {m['arena_bytes']:,} B)")
@@ -136,10 +137,11 @@ def run(args) -> int:
     board = _board(args)
     family = _load_family(run_dir)
     rep = eval_data = None
-    if "tflite" in formats or getattr(family.net.graph, "program", ()):
+    if "tflite" in formats or not args.float:  # int8 calibrates on the run's data set
         rep, eval_data = _data(_dataset_name(args, run_dir), family.net, args.representative,
                                args.eval)
-    if "nested-c" in formats and not _nested_c(family, Path(args.out) / "nested_c", board, rep):
+    if "nested-c" in formats and not _nested_c(family, Path(args.out) / "nested_c", board, rep,
+                                             not args.float):
         return 1
     if "tflite" not in formats:
         return 0

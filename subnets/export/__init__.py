@@ -19,8 +19,14 @@ References:
 """
 
 from subnets.export.carray import c_array, write_c_array
-from subnets.export.convert import ConversionError, MissingDependencyError, tflite
-from subnets.export.errors import ExportError
+from subnets.export.convert import tflite
+from subnets.export.errors import (
+    ArenaError,
+    ConversionError,
+    ExportError,
+    MissingDependencyError,
+    UnsupportedOpError,
+)
 from subnets.export.family import (
     BOARDS,
     Board,
@@ -33,8 +39,6 @@ from subnets.export.family import (
 from subnets.export.nested import nested_c
 from subnets.export.tflm import (
     TFLM_OPS,
-    ArenaError,
-    UnsupportedOpError,
     check_ops,
     measure_arena,
     model_ops,

@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 
+from subnets.export.errors import ArenaError, UnsupportedOpError
+
 _WORKER = r"""
 import os, re, sys, tempfile
 import numpy as np
@@ -87,8 +89,6 @@ class _Prober:
             self.close()
             return False
         if answer.startswith("op "):
-            from subnets.export.tflm import UnsupportedOpError
-
             raise UnsupportedOpError(answer[3:].split())
         return answer == "1"
 
@@ -124,8 +124,6 @@ def _measure(model: bytes, resolution: int, limit: int) -> int:
         hi = 4 * len(model) + (64 << 10)
         while not prober(hi):
             if hi >= limit:
-                from subnets.export.tflm import ArenaError
-
                 raise ArenaError(f"TFLite-Micro cannot allocate or run this model even with a "
                                  f"{hi:,} B arena; TFLM's log: {prober.tflm_log()}")
             hi *= 2

@@ -22,6 +22,8 @@ import os
 import re
 from pathlib import Path
 
+from subnets.io import atomic_write
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PER_LINE = 12
 
@@ -79,6 +81,11 @@ def write_c_array(model: bytes, out_dir: str | os.PathLike, name: str, *,
     out.mkdir(parents=True, exist_ok=True)
     header, source = c_array(model, name, alignment=alignment)
     h, cc = out / f"{name}.h", out / f"{name}.cc"
-    h.write_text(header)
-    cc.write_text(source)
+    atomic_write_text(h, header)
+    atomic_write_text(cc, source)
     return h, cc
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a reader sees the old file or the new."""
+    atomic_write(path, text.encode("utf-8"))

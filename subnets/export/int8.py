@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 
 from subnets.export.errors import ExportError
-from subnets.export.int8_float import run_float
+from subnets.export.int8_float import norm_affine, run_float
 from subnets.graph import get_path
 
 ACTIVATIONS = ("relu", "relu6")
+__all__ = ["ACTIVATIONS", "Step", "add_params", "lower", "norm_affine", "quantize",
+           "quantize_multiplier", "round_away"]
 
 
 @dataclass
@@ -92,6 +94,12 @@ def _pair(v: Any, default: int) -> tuple[int, int]:
     return (v + (1,))[:2] if len(v) == 1 else v[:2]
 
 
+def _spatial(v: Any, rank: int) -> Any:
+    """A pool attribute's spatial entries: traced attrs cover (batch, *spatial, channel)."""
+    v = tuple(v) if isinstance(v, tuple | list) else v
+    return v[1:-1] if isinstance(v, tuple) and len(v) == rank else v
+
+
 def lower(graph: Any) -> tuple[list[Step], int]:
     """The graph's program as int8 steps, and the value id of the logits.
 
@@ -127,7 +135,10 @@ def lower(graph: Any) -> tuple[list[Step], int]:
                 raise ExportError(f"nested_c: {where}: grouped conv has no int8 kernel")
             group.setdefault(ins[0], layer.in_group)
             if layer.kind == "dense":
-                if op.inputs[0] in flat:
+                # a flatten of S positions feeds a layer of window S (the graph's Layer);
+                # a flatten that merges the input's own axes into its one group is a no-op
+                spread = getattr(layer, "window", None)
+                if op.inputs[0] in flat and (spread is None or int(spread) > 1):
                     win, fl = flat[op.inputs[0]], True
                 else:
                     win, fl = (1, 1), False
@@ -149,6 +160,14 @@ def lower(graph: Any) -> tuple[list[Step], int]:
         elif op.kind in ("norm", "act"):
             p = producer.get(ins[0])
             if op.kind == "norm":
+                nm = graph.norm(op.ref)
+                groups = getattr(nm, "num_groups", None)
+                if nm.mean is None or nm.var is None or groups is not None:
+                    raise ExportError(
+                        f"nested_c: {where}: this norm computes its statistics from each input "
+                        f"(num_groups={groups}, no running mean/var), so it is no fixed "
+                        "per-channel affine and has no kernel; use a running-statistics "
+                        "norm or none")
                 ok = p is not None and p.kernel is not None and p.norm is None and \
                     p.act is None and uses.get(ins[0], 0) == 1
                 if not ok:
@@ -186,12 +205,20 @@ def lower(graph: Any) -> tuple[list[Step], int]:
                             window=in_hw)
             else:
                 a = _attrs(op)
-                window = _pair(a.get("window"), 1)
-                stride = _pair(a.get("stride"), window[0])
+                rank = len(op.spatial) + 2  # the traced attrs cover (batch, *spatial, channel)
+                window = _pair(_spatial(a.get("window"), rank), 1)
+                stride = _pair(_spatial(a.get("stride"), rank), window[0])
                 pads = a.get("padding") or ((0, 0), (0, 0))
                 if isinstance(pads, str):
                     raise ExportError(f"nested_c: {where}: padding must be explicit (lo, hi)")
-                pads = tuple(tuple(int(x) for x in p) for p in pads)
+                pads = tuple(tuple(int(x) for x in p) for p in _spatial(tuple(pads), rank))
+                if len(window) != 2 or len(pads) != 2:
+                    raise ExportError(f"nested_c: {where}: only 2-D pooling has a kernel")
+                if op.kind == "avg_pool" and any(any(p) for p in pads):
+                    raise ExportError(
+                        f"nested_c: {where}: a padded avg_pool averages the padded zeros too "
+                        "(count_include_pad, as lax.reduce_window does), TFLite's AVERAGE_POOL "
+                        "does not: no kernel; pad explicitly before the pool or use VALID")
                 step = Step("avgpool" if op.kind == "avg_pool" else "maxpool", ins[0],
                             op.output, g, g, in_hw=in_hw, out_hw=_hw(op.spatial),
                             window=window, stride=stride, pad=pads)
@@ -276,23 +303,12 @@ def _rows(step: Step, kernel: np.ndarray, in_full: int) -> np.ndarray:
     return k.transpose(3, 0, 1, 2).reshape(k.shape[-1], -1)
 
 
-def norm_affine(variables: dict, norm: Any, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode norm as ``y = x * gain + offset`` (length ``c``), from ``variables``."""
-    def arr(path: Any, default: float) -> np.ndarray:
-        if path is None:
-            return np.full(c, default)
-        return np.asarray(get_path(variables, path), np.float64).reshape(-1)[:c]
-
-    gain = arr(norm.scale, 1.0) / np.sqrt(arr(norm.var, 1.0) + float(norm.epsilon))
-    return gain, arr(norm.shift, 0.0) - arr(norm.mean, 0.0) * gain
-
-
 def quantize(family: Any, steps: list[Step], representative: np.ndarray) -> dict:
     """Quantise the shared weights and each level's tables; activation ranges from each level.
 
     Returns ``{"values": {id: (scale, zp)}, "widths": [level widths]}``; every weighted step
     gets ``q["weights"]`` (int8 rows), ``q["w_scale"]`` and ``q["levels"]`` (per level
-    ``mult``, ``shift``, ``bias``, ``f_scale``, ``sign``).
+    ``mult``, ``shift``, ``bias32``, ``f_scale``, ``sign``).
     """
     graph = family.net.graph
     full = {g.name: int(g.size) for g in graph.groups}
@@ -344,7 +360,7 @@ def _level_tables(s: Step, lv: dict, w_scale: np.ndarray, s_in: float, s_out: fl
                         for f in f_scale), strict=True)
     b32 = round_away(bias / (np.float64(np.float32(s_in)) * f_scale.astype(np.float64)))
     return {"mult": np.asarray(mult, np.int64) * sign, "shift": np.asarray(shift, np.int64),
-            "bias": np.clip(b32, -2**31, 2**31 - 1).astype(np.int64), "f_scale": f_scale,
+            "bias32": np.clip(b32, -2**31, 2**31 - 1).astype(np.int64), "f_scale": f_scale,
             "sign": sign}
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets.export.int8 import add_params
+
 _KIND = {"conv": "SNQ_CONV", "depthwise": "SNQ_DEPTHWISE", "avgpool": "SNQ_AVGPOOL",
          "maxpool": "SNQ_MAXPOOL", "add": "SNQ_ADD"}
 _PER_LINE = 16
@@ -104,21 +106,19 @@ def tables(steps: list) -> tuple[list[str], list[list[str]], int]:
             t = s.q["levels"][i]
             c = len(t["mult"])
             ident = next((k for k, t0 in kept if all(np.array_equal(t0[f][:c], t[f])
-                                                     for f in ("mult", "shift", "bias"))), None)
+                                                     for f in ("mult", "shift", "bias32"))), None)
             if ident is None:
                 ident = f"{j}_l{i}"
                 kept.append((ident, t))
                 arrays += [_ints("int32_t", f"m{ident}", t["mult"]),
                            _ints("int8_t", f"s{ident}", t["shift"]),
-                           _ints("int32_t", f"b{ident}", t["bias"])]
+                           _ints("int32_t", f"b{ident}", t["bias32"])]
                 stored += 9 * c
             refs[i][j] = f"{{m{ident}, s{ident}, b{ident}}}"
     return arrays, refs, stored
 
 
 def layer_init(s: Any, offset: dict, full: dict, col: dict, j: int) -> str:
-    from subnets.export.int8 import add_params
-
     src = offset.get(s.src, -1)
     src2 = offset.get(s.src2, -1) if s.kind == "add" else -1
     in_zp = s.q["in"][1]

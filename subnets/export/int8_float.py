@@ -37,9 +37,18 @@ def _windows(x: np.ndarray, step: Any, fill: float = 0.0):
             yield ky, kx, xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :]
 
 
-def _gain(step: Any, variables: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
-    from subnets.export.int8 import norm_affine
+def norm_affine(variables: dict, norm: Any, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode norm as ``y = x * gain + offset`` (length ``c``), from ``variables``."""
+    def arr(path: Any, default: float) -> np.ndarray:
+        if path is None:
+            return np.full(c, default)
+        return np.asarray(get_path(variables, path), np.float64).reshape(-1)[:c]
 
+    gain = arr(norm.scale, 1.0) / np.sqrt(arr(norm.var, 1.0) + float(norm.epsilon))
+    return gain, arr(norm.shift, 0.0) - arr(norm.mean, 0.0) * gain
+
+
+def _gain(step: Any, variables: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
     bias = np.zeros(c) if step.bias is None else np.asarray(
         get_path(variables, step.bias), np.float64).reshape(-1)[:c]
     if step.norm is None:

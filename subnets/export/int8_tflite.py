@@ -108,7 +108,7 @@ def level_tflite(steps: list, widths: dict, level: int) -> bytes:
                 opt.depthMultiplier = 1
             bias = tensor((cout,), sch.TensorType.INT32,
                           np.float32(s.q["in"][0]) * t["f_scale"], np.zeros(cout, np.int64),
-                          t["bias"].astype(np.int32), 0)
+                          t["bias32"].astype(np.int32), 0)
             opt.padding = pads[tflite_padding(s.in_hw, s.window, s.stride, s.pad, s.out_hw)]
             opt.strideH, opt.strideW = s.stride
             opt.dilationHFactor = opt.dilationWFactor = 1

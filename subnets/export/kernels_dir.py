@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def mcu_dir() -> Path:
-    """The folder holding ``snq.h``/``snq.c`` and the firmware, installed or in the source tree.
+    """The folder holding ``snq``/``snf`` (.h, .c) and the firmware, installed or in the tree.
 
     Raises:
         FileNotFoundError: neither the installed package data nor the source tree has it.

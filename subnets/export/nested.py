@@ -1,5 +1,8 @@
 """``nested_c``: one int8 (default) or float32 C99 artifact for a nested family.
 
+Both come from the graph's program (:func:`subnets.export.int8.lower`): int8 runs on the
+``snq`` runtime of ``kernels/mcu``, float32 on its twin ``snf``.
+
 Example:
     >>> from subnets.export.nested import nested_c
     >>> nested_c.__name__
@@ -15,27 +18,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from subnets.export import float_c, int8_c
 from subnets.export import int8 as q8
-from subnets.export import int8_c
+from subnets.export.carray import _IDENT
+from subnets.export.carray import atomic_write_text as _atomic_write
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
 
 FORMAT = "subnets.nested_c.int8"
 FORMAT_VERSION = 1
 RUNTIME_FILES = ("snq.h", "snq.c")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def prepare(family: Any, representative: Any) -> tuple[list, dict]:
@@ -74,19 +71,19 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
     Returns:
         The manifest (also ``manifest.json``): ``files``, ``weight_bytes``, ``table_bytes``,
         ``arena_bytes``, ``input`` / ``output`` quantisation and ``levels`` (``widths``,
-        ``macs``, ``weight_bytes``, ``arena_bytes``).
+        ``macs``, ``weight_bytes``, ``arena_bytes``). With ``int8=False``: ``weight_bytes``
+        (float32 kernels and biases, stored once), ``affine_bytes`` (per-level norm affine),
+        ``separate_bytes`` (one copy per level), ``arena_bytes``, ``layers`` (the lowered
+        steps with their kernel / bias paths and norm id) and ``levels`` (``widths``,
+        ``macs``); ``representative`` and ``instructions`` are not used.
 
     Raises:
-        ExportError: no representative, a bad name, or an op without an int8 kernel.
+        ExportError: no representative (int8), a bad name, or an op without a kernel.
     """
-    from subnets.export.nested_artifact import _check_name, nested_c_float
-
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
+        raise ExportError(f"nested_c: name {name!r} is not a C identifier")
     if not int8:
-        return nested_c_float(family, out_dir, name=name)
-    try:
-        _check_name(name)
-    except ValueError as e:
-        raise ExportError(str(e)) from None
+        return float_c.write(family, out_dir, name)
     if representative is None:
         raise ExportError("nested_c: int8 needs representative=(N,)+input_shape float inputs "
                           "from the training data (or int8=False for the float artifact)")
@@ -121,8 +118,9 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
         "input_shape": [int(s) for s in graph.input_shape],
         "files": sorted([f"{name}.h", f"{name}.c", *RUNTIME_FILES, "manifest.json"]),
         **sizes,
-        "input": {"scale": steps[0].q["in"][0], "zero_point": steps[0].q["in"][1]},
-        "output": {"scale": steps[-1].q["out"][0], "zero_point": steps[-1].q["out"][1]},
+        # TFLite's quantisation fields (real = scale * (q - zero_point))
+        "input": dict(scale=steps[0].q["in"][0], zero_point=steps[0].q["in"][1]),
+        "output": dict(scale=steps[-1].q["out"][0], zero_point=steps[-1].q["out"][1]),
         "activation_ranges": "union over levels (one scale per tensor)",
         "steps": [{"name": s.name, "kind": s.kind, "act": s.act} for s in steps],
         "levels": rows,

@@ -36,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from subnets.export.errors import ArenaError, UnsupportedOpError
+from subnets.export.arena import measure
+from subnets.export.errors import (
+    ArenaError,
+    ExportError,
+    MissingDependencyError,
+    UnsupportedOpError,
+)
 
 # Builtin ops that TFLite-Micro's op resolver can register (tflite-micro 2025, the kernels in
 # tensorflow/lite/micro/kernels). Anything else, and every custom op, is refused.
@@ -60,7 +66,6 @@ def _runtime() -> Any:
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError as e:
-        from subnets.export.errors import MissingDependencyError
 
         raise MissingDependencyError(
             "running models in TFLite-Micro needs the tflite-micro package: "
@@ -122,7 +127,6 @@ def op_types(model: bytes) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 def check_int8(model: bytes) -> None:
     """Refuse a model that is not full int8: any op reading or writing a float tensor (e.g. a
     DEQUANTIZE -> float op -> QUANTIZE island), named by position and op."""
-    from subnets.export.errors import ExportError
 
     for n, (name, ins, outs) in enumerate(op_types(model)):
         if "FLOAT32" in ins or "FLOAT32" in outs or "FLOAT16" in ins + outs:
@@ -199,8 +203,6 @@ def measure_arena(model: bytes, *, resolution: int = 16) -> int:
     Measured by bisection over real interpreter allocations (see :mod:`subnets.export.arena`),
     rounded up to ``resolution`` (TFLM aligns to 16). Cached per model.
     """
-    from subnets.export.arena import measure
-
     check_ops(model)
     return measure(model, resolution=resolution)
 

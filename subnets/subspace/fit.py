@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import optax
 
-from subnets import checkpoint
+from subnets import checkpoint, parallel
 from subnets.data.batches import batches as _batches
 from subnets.subspace.compress import ACT_RANGES, init_act_ranges
 from subnets.subspace.core import Subspace
@@ -66,7 +66,9 @@ def load(directory: str | os.PathLike) -> tuple[Subspace, dict]:
 
 
 def _save_state(directory: Path, state: SubspaceState, meta: dict) -> None:
-    leaves = jax.tree.leaves(state)
+    if not parallel.is_primary():
+        return  # a multi-process run writes its checkpoint once
+    leaves = jax.tree.leaves(parallel.to_host(state))
     checkpoint.save(directory, {f"{i:06d}": np.asarray(a) for i, a in enumerate(leaves)},
                     meta=meta)
 
@@ -129,11 +131,9 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     if ck is not None and checkpoint.exists(ck):
         state, meta = _restore_state(ck, state)
         start = int(meta.get("epoch", 0))
-        if mesh is not None:
-            from jax.sharding import NamedSharding, PartitionSpec
-
-            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    step = make_train_step(net, tx, config, total_steps=total, mesh=mesh)
+        state = parallel.replicate(mesh, state)
+    step = make_train_step(net, tx, config, total_steps=total, mesh=mesh,
+                           compression=subspace.compression)
     bar = _progress(total, start * steps_per_epoch, desc, progress)
     epoch_keys = jax.random.split(key, epochs)
     for epoch in range(start, epochs):
@@ -145,12 +145,13 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
         if ck is not None:
             _save_state(ck, state, {"epoch": epoch + 1, "epochs": epochs,
-                                    "step": int(state.step)})
+                                    "step": int(parallel.to_host(state.step)),
+                                    "train_step": step.kind})
         if on_epoch is not None:
             on_epoch(epoch + 1, state.subspace)
     if bar is not None:
         bar.close()
-    return jax.tree.map(np.asarray, state.subspace)
+    return parallel.to_host(state.subspace)
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):

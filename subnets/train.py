@@ -93,7 +93,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         batch_size: int = 128, tx: optax.GradientTransformation | None = None,
         key: jax.Array, progress: bool = True, transform: Callable | None = None,
         desc: str = "train", on_step: Callable[[int, TrainState], Any] | None = None,
-        train_step: Callable | None = None) -> dict:
+        train_step: Callable | None = None, mesh: Any = None) -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables.
 
     Args:
@@ -101,19 +101,23 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
             1-based count of steps taken (to save a rewind point, log, or stop watching).
         train_step: a step made by :func:`make_train_step` with this ``tx`` (and
             ``transform``), reused so that repeated calls compile once; by default a new one.
+        mesh: shard every batch over this device mesh (:func:`subnets.parallel.data_mesh`;
+            the batch size must divide over it), the state replicated; None: one device.
     """
+    from subnets import parallel
+
     if len(x) == 0:
         raise ValueError("fit: no training examples")
     batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)
-    state = init_state(variables, tx)
+    state = parallel.replicate(mesh, init_state(variables, tx))
     step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
     done = 0
     for epoch_key in jax.random.split(key, epochs):
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
-            state, loss = step(state, xb, yb)
+            state, loss = step(state, *parallel.shard_batch(mesh, xb, yb))
             done += 1
             if on_step is not None:
                 on_step(done, state)
@@ -122,7 +126,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
     if bar is not None:
         bar.close()
-    return state.variables
+    return state.variables if mesh is None else parallel.to_host(state.variables)
 
 
 def predict(net: Any, variables: Mapping, x: np.ndarray, *, batch_size: int = 500) -> np.ndarray:

@@ -177,6 +177,22 @@ class SlicedTrainStep:
             auxes.append(aux)
         return jnp.stack(losses), auxes, acc
 
+    def precompile(self, state: SubspaceState, x, y) -> float:
+        """Compile the program of every grid point now (not on first use); returns seconds."""
+        import time
+
+        t = time.perf_counter()
+        sub = state.subspace
+        if self.mesh is not None:
+            x, y = parallel.shard_batch(self.mesh, x, y)
+        tr = trainable(sub)
+        acc = self._zeros(tr)
+        alphas = (self.config.alphas if self.config.sampling == "discrete"
+                  else grid_alphas(self.config.grid))
+        for a in alphas:
+            jax.block_until_ready(self._level(float(a), sub)(tr, sub, jnp.float32(a), x, y, acc))
+        return time.perf_counter() - t
+
     def flops(self, state: SubspaceState, alphas, x, y) -> float:
         """Executed FLOPs (XLA's cost analysis) of one step's level programs at ``alphas``."""
         sub = state.subspace
@@ -194,7 +210,7 @@ class SlicedTrainStep:
             return self._fallback()(state, x, y, key)
         if self.mesh is not None:
             x, y = parallel.shard_batch(self.mesh, x, y)
-        alphas = snap(np.asarray(self._sample(key, state.step, sub)), self.config)
+        alphas = snap(parallel.to_host(self._sample(key, state.step, sub)), self.config)
         losses, auxes, grads = self.losses_and_grads(state, alphas, x, y)
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *[a[0] for a in auxes])
         active = jax.tree.map(lambda *a: jnp.stack(a), *[a[1] for a in auxes])

@@ -142,3 +142,29 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         kw = {"coordinator_address": coordinator, "num_processes": int(num_processes),
               "process_id": int(process_id)}
     jax.distributed.initialize(**kw)
+
+
+def add_flags(parser: Any) -> None:
+    """``--devices``, ``--coordinator``, ``--num-processes``, ``--process-id`` for a CLI."""
+    g = parser.add_argument_group("devices and hosts")
+    g.add_argument("--devices", type=int, default=None,
+                   help="shard each batch over the first N devices (default: all of them)")
+    g.add_argument("--coordinator", default=None,
+                   help="host:port of process 0 for a multi-process run (jax.distributed); "
+                        "default: JAX_COORDINATOR_ADDRESS or the cluster's own variables")
+    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index")
+
+
+def mesh_from_flags(args: Any) -> Mesh | None:
+    """Start ``jax.distributed`` if asked (flags or ``JAX_COORDINATOR_ADDRESS``) and return
+    the data mesh the flags name, or None for a single device (call before other JAX work)."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if any(f is not None for f in flags) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        initialize(*flags)
+    if args.devices is not None and args.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    n = args.devices if args.devices is not None else len(jax.devices())
+    if n == 1 and jax.process_count() == 1:
+        return None
+    return data_mesh(n)

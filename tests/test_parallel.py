@@ -42,9 +42,9 @@ TRAINERS = textwrap.dedent("""
         for step in ("masked", "sliced"):
             cfg = subspace.LCSConfig(4, "sandwich", step=step, grid=4)
             s = subspace.init_line(net, key=jax.random.key(4))
-            r["lcs_" + step] = subspace.fit(net, s, x, y, epochs=1, batch_size=16,
-                                            key=jax.random.key(5), config=cfg, lr=0.05,
-                                            progress=False, mesh=mesh)
+            t = subspace.fit(net, s, x, y, epochs=1, batch_size=16, key=jax.random.key(5),
+                             config=cfg, lr=0.05, progress=False, mesh=mesh)
+            r["lcs_" + step] = {"base": t.base, "end": t.end}
         out[name] = jax.tree.map(lambda a: np.asarray(a).tolist(), r)
     out["init"] = jax.tree.map(lambda a: np.asarray(a).tolist(), v)
     print(json.dumps(out))

@@ -42,20 +42,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--levels", choices=("vmap", "unroll"), default="vmap",
                    help="how a step evaluates its sampled levels (one compilation either way; "
                         "unroll is faster on a CPU)")
+    p.add_argument("--step", choices=("auto", "masked", "sliced"), default="auto",
+                   help="structured levels masked at full width or sliced to their real "
+                        "width (default auto: the faster on this backend; recorded in "
+                        "report.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh even if OUT/checkpoint exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from subnets import parallel
+
+    parallel.add_flags(p)
     return p
 
 
 def run(args) -> int:
     import shutil
 
+    from subnets import parallel
+
+    mesh = parallel.mesh_from_flags(args)  # before any other JAX work (jax.distributed)
+
     import jax
 
     from subnets import subspace, zoo
     from subnets.data.train_test import load_train_test
+    from subnets.subspace.sliced import choose_step
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
@@ -76,14 +88,19 @@ def run(args) -> int:
     s = init(net, key=init_key, compression=args.compression)
     cfg = subspace.default_config(args.compression)
     cfg = subspace.LCSConfig(cfg.samples, cfg.sampling, beta=args.beta, warmup=args.warmup,
-                             levels=args.levels)
+                             levels=args.levels, step=args.step)
     lr = args.lr if args.lr is not None else (0.025 if args.compression == "quantized" else 0.1)
     s = subspace.fit(net, s, x, y, epochs=args.epochs, batch_size=args.batch_size,
                      key=train_key, config=cfg, lr=lr, warmup_epochs=args.lr_warmup_epochs,
-                     checkpoint_dir=ck,
+                     checkpoint_dir=ck, mesh=mesh,
                      progress=not args.quiet, desc=f"lcs {args.compression} {args.kind}")
     meta = {"model": args.model, "data": args.data, "norm": norm, "num_classes": classes,
-            "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed}
+            "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed,
+            "train_step": choose_step(net, cfg, args.compression),
+            "devices": 1 if mesh is None else mesh.size,
+            "processes": jax.process_count()}
+    if not parallel.is_primary():
+        return 0  # process 0 writes the outputs
     subspace.save(out / "subspace", s, meta=meta)
     acc = subspace.evaluate_levels(net, s, xt, yt)
     report = {**meta, "compression": args.compression, "kind": args.kind,

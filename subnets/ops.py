@@ -1,9 +1,11 @@
 """Convolution lowering that XLA's CPU backend runs faster, same function and parameters.
 
 :func:`conv` is a drop-in ``conv_general_dilated`` for ``flax.linen.Conv``
-(``nn.Conv(..., conv_general_dilated=ops.conv)``): a 1x1 convolution over NHWC maps (stride
-``s``, no dilation, one feature group) becomes a strided slice and one matrix product, which
-XLA:CPU runs as a single GEMM forward and backward; everything else goes to
+(``nn.Conv(..., conv_general_dilated=ops.conv)``). A 1x1 convolution over NHWC maps (stride
+``s``, no dilation, one feature group) stays a convolution in the primal program (what
+inference runs and what ``subnets.graph.trace`` reads), but under differentiation its forward
+and backward are a strided slice and matrix products (a ``jax.custom_vjp``), which XLA:CPU
+runs as single GEMMs where its convolution-gradient kernels are slow; everything else goes to
 ``lax.conv_general_dilated`` unchanged. Measured on the zoo's 1x1 convolutions (batch 128), the
 gradient of the dot form ran 2-4x faster than the convolution's (``benchmarks/train_speed.py``
 records the whole-model effect). The kernel keeps its ``(1, 1, C_in, C_out)`` HWIO shape and
@@ -59,10 +61,47 @@ def _no_padding(padding: Any) -> bool:
     return all(tuple(p) == (0, 0) for p in padding)
 
 
+def _pointwise(strides: tuple[int, int], precision: Any):
+    """A 1x1 convolution whose primal is the convolution and whose training path is GEMMs."""
+    sh, sw = strides
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def sub(x):
+        return x if (sh, sw) == (1, 1) else x[:, ::sh, ::sw, :]
+
+    @jax.custom_vjp
+    def f(x, k):
+        # What tracers (subnets.graph.trace) and plain inference see: the convolution itself.
+        return lax.conv_general_dilated(x, k.astype(x.dtype), strides, "VALID",
+                                        dimension_numbers=dn, precision=precision)
+
+    def fwd(x, k):
+        xs = sub(x)
+        k2 = k.reshape(k.shape[2:]).astype(x.dtype)
+        y = lax.dot(xs.reshape(-1, xs.shape[-1]), k2, precision=precision)
+        return y.reshape(xs.shape[:3] + (k2.shape[1],)), (xs, k, x.shape)
+
+    def bwd(res, g):
+        xs, k, shape = res
+        k2 = k.reshape(k.shape[2:]).astype(g.dtype)
+        g2 = g.reshape(-1, g.shape[-1])
+        dxs = lax.dot(g2, k2.T, precision=precision).reshape(xs.shape)
+        dk = lax.dot(xs.reshape(-1, xs.shape[-1]).T, g2, precision=precision)
+        if (sh, sw) != (1, 1):  # the gradient of a strided slice: zeros between the samples
+            hi_h = shape[1] - ((xs.shape[1] - 1) * sh + 1)
+            hi_w = shape[2] - ((xs.shape[2] - 1) * sw + 1)
+            dxs = lax.pad(dxs, jnp.zeros((), dxs.dtype),
+                          ((0, 0, 0), (0, hi_h, sh - 1), (0, hi_w, sw - 1), (0, 0, 0)))
+        return dxs, dk.reshape(k.shape).astype(k.dtype)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
 def conv(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, *,
          lhs_dilation: Any = None, rhs_dilation: Any = None, dimension_numbers: Any = None,
          feature_group_count: int = 1, precision: Any = None, **kwargs: Any) -> jax.Array:
-    """``lax.conv_general_dilated`` with 1x1 NHWC convolutions lowered to a dot."""
+    """``lax.conv_general_dilated``; 1x1 NHWC convolutions differentiate through GEMMs."""
     pointwise = (lhs.ndim == 4 and rhs.shape[:2] == (1, 1) and feature_group_count == 1
                  and _unit(lhs_dilation) and _unit(rhs_dilation) and _nhwc(dimension_numbers)
                  and _no_padding(padding) and not kwargs)
@@ -71,7 +110,5 @@ def conv(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, *,
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, precision=precision, **kwargs)
-    sh, sw = (int(s) for s in window_strides)
-    x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw, :]
-    k = rhs.reshape(rhs.shape[2:]).astype(x.dtype)
-    return jnp.einsum("nhwc,cd->nhwd", x, k, precision=precision)
+    strides = tuple(int(s) for s in window_strides)
+    return _pointwise(strides, precision)(lhs, rhs)

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRAINERS = textwrap.dedent("""
     import json, sys
-    import jax, numpy as np, subnets
+    import jax, numpy as np, optax, subnets
     from subnets import parallel, subspace
     from subnets.nested.finetune import finetune
     from subnets.pruning import imp, make_train_fn
@@ -28,15 +28,19 @@ TRAINERS = textwrap.dedent("""
     y = (x[:, 0] > 0).astype(np.int32)
     v = net.init(jax.random.key(0))
     levels = [{"h0": 8, "h1": 8, "h2": 8}, {}]
+    # SGD: Adam divides every coordinate by its own gradient scale, which turns float-order
+    # noise in near-zero gradients into lr-sized differences; SGD keeps them at float size.
+    tx = optax.sgd(0.05)
     out = {}
     for name, mesh in (("single", None), ("dp", parallel.data_mesh(4))):
         r = {}
-        r["fit"] = subnets.train.fit(net, v, x, y, epochs=2, batch_size=16,
+        r["fit"] = subnets.train.fit(net, v, x, y, epochs=2, batch_size=16, tx=tx,
                                      key=jax.random.key(1), progress=False, mesh=mesh)
         fam = finetune(net, v, levels, x, y, epochs=1, batch_size=16, key=jax.random.key(2),
-                       progress=False, mesh=mesh)
+                       tx=tx, progress=False, mesh=mesh)
         r["finetune"] = {"v": fam.variables, "stats": fam.level_batch_stats}
-        fn = make_train_fn(net, x, y, epochs=1, batch_size=16, progress=False, mesh=mesh)
+        fn = make_train_fn(net, x, y, epochs=1, batch_size=16, optimizer=tx, progress=False,
+                           mesh=mesh)
         lv = imp(net, v, train_fn=fn, levels=1, key=jax.random.key(3))
         r["imp"] = [l.variables for l in lv]
         for step in ("masked", "sliced"):
@@ -47,6 +51,10 @@ TRAINERS = textwrap.dedent("""
             r["lcs_" + step] = {"base": t.base, "end": t.end}
         out[name] = jax.tree.map(lambda a: np.asarray(a).tolist(), r)
     out["init"] = jax.tree.map(lambda a: np.asarray(a).tolist(), v)
+    try:
+        parallel.shard_batch(parallel.data_mesh(4), np.zeros((6, 2)))
+    except ValueError as e:
+        out["uneven_error"] = str(e)
     print(json.dumps(out))
 """)
 
@@ -77,6 +85,7 @@ def test_every_trainer_sharded_equals_single_device():
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     _assert_tree_close(out["dp"], out["single"])
+    assert "multiple of 4" in out["uneven_error"]
     init = np.asarray(out["init"]["params"]["dense0"]["kernel"])
     for name in ("fit", "lcs_sliced"):
         got = out["single"][name]
@@ -145,3 +154,21 @@ def test_two_processes_match_one(tmp_path):
     assert checkpoint.exists(tmp_path / "multi")
     _, meta = checkpoint.restore(tmp_path / "multi")
     assert meta["epoch"] == 1 and meta["train_step"] == "sliced"
+
+
+def test_flags_and_mesh_errors():
+    import argparse
+
+    import jax
+
+    from subnets import parallel
+
+    p = argparse.ArgumentParser()
+    parallel.add_flags(p)
+    assert parallel.mesh_from_flags(p.parse_args(["--devices", "1"])) is None
+    with pytest.raises(ValueError, match="--devices must be >= 1"):
+        parallel.mesh_from_flags(p.parse_args(["--devices", "0"]))
+    with pytest.raises(ValueError, match="device_count"):
+        parallel.data_mesh(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="together"):
+        parallel.mesh_from_flags(p.parse_args(["--coordinator", "localhost:1"]))

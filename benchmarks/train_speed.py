@@ -169,6 +169,38 @@ def full_width_rows(net, x, y, steps, peak, out):
                              6 * macs * len(x), peak, first)
 
 
+def ops_rows(net, x, y, steps, out):
+    """Full-width gradient with 1x1 convolutions as GEMMs (``subnets.ops.conv``) vs plain
+    ``lax.conv_general_dilated``, alternating the two so load changes hit both alike."""
+    from jax import lax
+
+    from subnets import ops
+
+    v = net.init(jax.random.key(0))
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+
+    def loss(p, xb, yb):
+        logits, _ = net.apply({**v, "params": p}, xb, train=True, mutable=True)
+        return subnets.train.cross_entropy(logits, yb)
+
+    fast, progs, times = ops.conv, {}, {"gemm": [], "lax": []}
+    try:
+        for name, fn in (("gemm", fast), ("lax", lax.conv_general_dilated)):
+            ops.conv = fn
+            progs[name] = jax.jit(jax.grad(loss)).lower(v["params"], xd, yd).compile()
+            jax.block_until_ready(progs[name](v["params"], xd, yd))
+    finally:
+        ops.conv = fast
+    for _ in range(max(2, steps)):
+        for name, g in progs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(g(v["params"], xd, yd))
+            times[name].append(time.perf_counter() - t)
+    out["conv1x1_gemm"] = {"grad_s_gemm": round(min(times["gemm"]), 4),
+                           "grad_s_lax": round(min(times["lax"]), 4),
+                           "speedup": round(min(times["lax"]) / min(times["gemm"]), 3)}
+
+
 def devices_rows(net, x, y, steps, out):
     """In a 4-device process: the base step and the sliced LCS step, 1 vs 4 devices."""
     from subnets import parallel
@@ -254,6 +286,7 @@ def main(argv=None) -> dict:
     peak = sgemm_peak()
     out["sgemm_peak_gflops"] = round(peak / 1e9, 1)
     full_width_rows(net, x, y, steps, peak, out)
+    ops_rows(net, x, y, steps, out)
     lcs_rows(net, x, y, steps, peak, out)
     reds_row(net, x, y, steps, peak, out)
     # On a shared machine the peak moves during the run: every fraction is taken against the

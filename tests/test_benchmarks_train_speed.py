@@ -35,3 +35,4 @@ def test_train_speed_quick(tmp_path):
     assert out["lcs_auto_step"] == "sliced"
     assert set(out["devices"]) == {"devices_1", "devices_4"}
     assert out["headline"]["speedup_vs_old_default"] > 0
+    assert out["conv1x1_gemm"]["grad_s_gemm"] > 0

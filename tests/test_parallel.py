@@ -132,11 +132,18 @@ def test_two_processes_match_one(tmp_path):
            "XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
                         "--xla_cpu_multi_thread_eigen=false"}
     env = {**os.environ, **env}
-    procs = [subprocess.Popen([sys.executable, "-c", MULTI, str(i), "2", port,
-                               str(tmp_path / "multi")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-             for i in range(2)]
-    outs = [p.communicate(timeout=900) for p in procs]
+    # Outputs go to files: a pipe left undrained while waiting on the other process fills
+    # up, blocks its writer, and the two processes' shutdown barrier then times out.
+    logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
+    procs = []
+    for i, (o, e) in enumerate(logs):
+        with open(o, "w") as fo, open(e, "w") as fe:
+            procs.append(subprocess.Popen([sys.executable, "-c", MULTI, str(i), "2", port,
+                                           str(tmp_path / "multi")], stdout=fo, stderr=fe,
+                                          text=True, env=env, cwd=ROOT))
+    for p in procs:
+        p.wait(timeout=900)
+    outs = [(o.read_text(), e.read_text()) for o, e in logs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     single = subprocess.run([sys.executable, "-c", MULTI, "0", "1", port,

@@ -112,7 +112,7 @@ class SlicedTrainStep:
     def __init__(self, net: Any, tx: optax.GradientTransformation, config: LCSConfig,
                  total_steps: int, mesh=None):
         self.net, self.tx, self.config, self.mesh = net, tx, config, mesh
-        self.traces = 0
+        self._traces = 0
         self._masked: TrainStep | None = None
         self._total = total_steps
         self._levels: dict[float, Callable] = {}
@@ -120,7 +120,7 @@ class SlicedTrainStep:
             jax.random.fold_in(key, step), config, sub))
 
         def update(state: SubspaceState, grads, losses, stats, active, alphas):
-            self.traces += 1
+            self._traces += 1
             sub = state.subspace
             tr = trainable(sub)
             reg = jnp.zeros((), jnp.float32)
@@ -141,10 +141,15 @@ class SlicedTrainStep:
         self._update = jax.jit(update)
 
         def zeros(tr):
-            self.traces += 1
+            self._traces += 1
             return jax.tree.map(jnp.zeros_like, tr)
 
         self._zeros = jax.jit(zeros)
+
+    @property
+    def traces(self) -> int:
+        """Programs traced so far (the masked fallback's included)."""
+        return self._traces + (self._masked.traces if self._masked is not None else 0)
 
     def _level(self, alpha: float, sub: Subspace) -> Callable:
         fn = self._levels.get(alpha)
@@ -153,7 +158,7 @@ class SlicedTrainStep:
             width = float(np.float32(sub.low + (sub.high - sub.low) * np.float32(alpha)))
 
             def grad_acc(tr, sub, a, x, y, acc):
-                self.traces += 1
+                self._traces += 1
                 (loss, aux), g = jax.value_and_grad(
                     lambda t: level_loss(net, t, sub, a, width, x, y), has_aux=True)(tr)
                 return loss, aux, jax.tree.map(jnp.add, acc, g)

@@ -86,42 +86,48 @@ def _row(batch, per_step, executed, useful, peak, first):
 
 
 def lcs_rows(net, x, y, steps, peak, out):
+    """The LCS variants compiled first, then timed in interleaved rounds (one step of each
+    per round, the best round kept), so a change of machine load hits every variant alike."""
     s = subspace.init_point(net, key=jax.random.key(0))
     tx = subspace.default_optimizer(100, lr=0.05)
     macs = lambda a: subnets.cost.macs(net, subspace.channel_counts(net.graph, 0.25 + 0.75 * a))
     base = subspace.LCSConfig(4, "sandwich")
     keys = [jax.random.key(i) for i in range(steps + 1)]
-    rows = {}
+    variants = {}
     for name, cfg in (("lcs_masked_vmap", dataclasses.replace(base, step="masked")),
                       ("lcs_masked_unroll", dataclasses.replace(base, step="masked",
                                                                 levels="unroll")),
                       ("lcs_sliced", dataclasses.replace(base, step="sliced"))):
         step = subspace.make_train_step(net, tx, cfg, total_steps=100)
         state0 = subspace.init_state(s, tx)
-        holder = {"state": state0, "alphas": []}
-
-        def run(i, step=step, holder=holder):
-            holder["state"], m = step(holder["state"], x, y, keys[i % len(keys)])
-            holder["alphas"].append(np.asarray(m["alphas"]))
-            return holder["state"]
-
+        t = time.perf_counter()
         if name == "lcs_sliced":  # every grid point's program, compiled up front
-            warm_all = step.precompile(state0, x, y)
-        first, per = _timed(run, steps)
-        alphas = np.stack(holder["alphas"][-steps:])
+            step.precompile(state0, x, y)
+        state, _ = step(state0, x, y, keys[-1])
+        jax.block_until_ready(state)
+        variants[name] = {"step": step, "state0": state0, "state": state, "alphas": [],
+                          "times": [], "compile": time.perf_counter() - t}
+    for i in range(steps):
+        for v in variants.values():
+            t = time.perf_counter()
+            v["state"], m = v["step"](v["state"], x, y, keys[i])
+            jax.block_until_ready(v["state"])
+            v["times"].append(time.perf_counter() - t)
+            v["alphas"].append(np.asarray(m["alphas"]))
+    rows = {}
+    for name, v in variants.items():
+        per, step = min(v["times"]), v["step"]
+        alphas = np.stack(v["alphas"])
         useful = float(np.mean([sum(6 * macs(a) * len(x) for a in al) for al in alphas]))
         if name == "lcs_sliced":
-            executed = float(np.mean([step.flops(state0, al, x, y) for al in alphas]))
-            first = warm_all + first
+            executed = float(np.mean([step.flops(v["state0"], al, x, y) for al in alphas]))
         else:
-            executed = _flops(step._step.__wrapped__ if hasattr(step._step, "__wrapped__")
-                              else step._step, state0, x, y, keys[0])
-        rows[name] = {**_row(len(x), per, executed, useful, peak, first),
+            executed = _flops(step._step, v["state0"], x, y, keys[0])
+        rows[name] = {**_row(len(x), per, executed, useful, peak, v["compile"]),
                       "programs": step.traces}
     out["lcs"] = rows
     out["lcs_auto_step"] = subspace.sliced.choose_step(net, base, "structured")
-    auto = rows[f"lcs_{out['lcs_auto_step']}" if out["lcs_auto_step"] == "sliced"
-                else "lcs_masked_vmap"]
+    auto = rows["lcs_sliced" if out["lcs_auto_step"] == "sliced" else "lcs_masked_vmap"]
     out["headline"] = {
         "default_structured_lcs_examples_per_s": auto["examples_per_s"],
         "old_default_vmapped_examples_per_s": rows["lcs_masked_vmap"]["examples_per_s"],
@@ -265,6 +271,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3, quick 1)")
     p.add_argument("--out", default="train_speed.png", help="PNG path")
     p.add_argument("--no-devices", action="store_true", help="skip the 4-device subprocess")
+    p.add_argument("--lcs-only", action="store_true",
+                   help="only the LCS variants (the headline) and the sgemm peak")
     p.add_argument("--devices-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     shape = tuple(int(s) for s in (a.input or ("8,8,3" if a.quick else "32,32,3")).split(","))
@@ -285,20 +293,22 @@ def main(argv=None) -> dict:
         return out
     peak = sgemm_peak()
     out["sgemm_peak_gflops"] = round(peak / 1e9, 1)
-    full_width_rows(net, x, y, steps, peak, out)
-    ops_rows(net, x, y, steps, out)
+    if not a.lcs_only:
+        full_width_rows(net, x, y, steps, peak, out)
+        ops_rows(net, x, y, steps, out)
     lcs_rows(net, x, y, steps, peak, out)
-    reds_row(net, x, y, steps, peak, out)
+    if not a.lcs_only:
+        reds_row(net, x, y, steps, peak, out)
     # On a shared machine the peak moves during the run: every fraction is taken against the
     # best peak seen (start or end), the conservative reading.
     end = sgemm_peak()
     out["sgemm_peak_gflops_end"] = round(end / 1e9, 1)
     if end > peak:
-        for row in [*out["lcs"].values(), out["reds_joint"], out["train_full"],
-                    out["inference_full"]]:
+        for row in [*out["lcs"].values(), *[out[k] for k in ("reds_joint", "train_full",
+                                                             "inference_full") if k in out]]:
             row["peak_fraction"] = round(row["peak_fraction"] * peak / end, 4)
         out["sgemm_peak_gflops"] = round(end / 1e9, 1)
-    if not a.no_devices:
+    if not a.no_devices and not a.lcs_only:
         env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
                                            " --xla_force_host_platform_device_count=4").strip()}
         cmd = [sys.executable, __file__, "--devices-worker", "--model", a.model, "--input",
@@ -308,7 +318,7 @@ def main(argv=None) -> dict:
             raise RuntimeError(f"4-device worker failed:\n{res.stderr[-3000:]}")
         worker = json.loads(res.stdout.strip().splitlines()[-1])
         out["devices"] = {k: worker[k] for k in ("devices_1", "devices_4")}
-    if a.out:
+    if a.out and not a.lcs_only:
         _plot(out, a.out)
         out["png"] = a.out
     print(json.dumps(out))

@@ -13,7 +13,8 @@ in steps of 1/16), the Discrete baseline's fixed alphas are used as given. One p
 point is compiled on first use and cached (``traces`` counts them), each computing one level's
 loss and adding its gradient to an accumulator; two more programs zero the accumulator and
 apply the optimiser. The step therefore costs the MACs of the widths it samples, and
-compilations stay bounded by ``grid + 2`` whatever the run's length.
+compilations stay bounded whatever the run's length: ``grid + 2`` programs, each traced at
+most twice (again when the first update changes a leaf's weak type).
 
 Only structured compression slices; a subspace of another kind is handed to the masked step.
 
@@ -28,7 +29,7 @@ Example:
     >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
     >>> state, m = step(subspace.init_state(s, tx), x, (x[:, 0] > 0).astype("int32"),
     ...                 jax.random.key(1))
-    >>> m["losses"].shape, step.traces <= 13 + 2
+    >>> m["losses"].shape, step.traces <= 2 * (13 + 2)
     ((4,), True)
 
 References:

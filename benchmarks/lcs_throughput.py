@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     x = rng.random((batch,) + shape, np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)
-    cfg = subspace.LCSConfig(4, "sandwich")
+    cfg = subspace.LCSConfig(4, "sandwich", step="masked")  # the static-shape variants
     tx = subspace.default_optimizer(100, lr=0.05)
     out = {"model": model, "input_shape": list(shape), "batch_size": batch, "levels": 4,
            "steps": steps, "devices": len(jax.devices())}

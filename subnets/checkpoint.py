@@ -65,7 +65,14 @@ class CheckpointError(ValueError):
 def _checkpointer():
     import orbax.checkpoint as ocp
 
-    return ocp.PyTreeCheckpointer()
+    if jax.process_count() == 1:
+        return ocp.PyTreeCheckpointer()
+    # Multi-process run: the trees here are host numpy arrays that one process writes alone
+    # (subnets.parallel.is_primary) or each reads alone; orbax must not wait for the others.
+    me = jax.process_index()
+    opts = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=opts),
+                            multiprocessing_options=opts)
 
 
 def _fault(phase: str) -> None:

@@ -98,7 +98,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         key: jax.Array, progress: bool = True, transform: Callable | None = None,
         desc: str = "train", on_step: Callable[[int, TrainState], Any] | None = None,
         train_step: Callable | None = None,
-        checkpoint_dir: str | os.PathLike | None = None) -> dict:
+        checkpoint_dir: str | os.PathLike | None = None, mesh: Any = None) -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables.
 
     Every epoch's mean loss, accuracy (eval mode, on up to 512 training examples) and time
@@ -113,14 +113,18 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
         checkpoint_dir: save the training state after every epoch (atomically, see
             :mod:`subnets.checkpoint`) and resume after the last saved epoch; a resumed run
             ends bit-identical to an uninterrupted one.
+        mesh: shard every batch over this device mesh (:func:`subnets.parallel.data_mesh`;
+            the batch size must divide over it), the state replicated; None: one device.
     """
+    from subnets import parallel
+
     if len(x) == 0:
         raise ValueError("fit: no training examples")
     _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
     batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
     steps_per_epoch = max(1, len(x) // batch_size)
     tx = tx or default_optimizer(epochs * steps_per_epoch)
-    state = init_state(variables, tx)
+    state = parallel.replicate(mesh, init_state(variables, tx))
     step = train_step or make_train_step(net, tx, transform=transform)
     bar = _progress(epochs * steps_per_epoch, desc, progress)
     record = _log.EpochLog(desc, epochs=epochs, num_classes=getattr(net, "num_classes", None),
@@ -134,7 +138,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
             continue
         total = 0.0
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
-            state, loss = step(state, xb, yb)
+            state, loss = step(state, *parallel.shard_batch(mesh, xb, yb))
             total, done = total + loss, done + 1
             check_finite(loss, step=done, epoch=epoch)
             if on_step is not None:
@@ -150,7 +154,7 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     if bar is not None:
         bar.close()
     record.close()
-    return state.variables
+    return state.variables if mesh is None else parallel.to_host(state.variables)
 
 
 def predict(net: Any, variables: Mapping, x: np.ndarray, *, batch_size: int = 500) -> np.ndarray:

@@ -40,7 +40,7 @@ def test_one_compilation_for_all_levels():
     x, y = toy_data()
     tx = subspace.default_optimizer(20, lr=0.05)
     state = subspace.init_state(subspace.init_point(net, key=jax.random.key(0)), tx)
-    step = subspace.make_train_step(net, tx, total_steps=20)
+    step = subspace.make_train_step(net, tx, subspace.LCSConfig(step="masked"), total_steps=20)
     seen = []
     for i in range(6):
         state, m = step(state, x[:32], y[:32], jax.random.key(i))
@@ -241,7 +241,8 @@ def test_activation_masks_train_exactly_like_weight_masks():
     tx = subspace.default_optimizer(10, lr=0.05)
     states = {}
     for mask in ("activations", "weights"):
-        step = subspace.make_train_step(net, tx, subspace.LCSConfig(4, "sandwich", mask=mask),
+        step = subspace.make_train_step(net, tx, subspace.LCSConfig(4, "sandwich", mask=mask,
+                                                                    step="masked"),
                                         total_steps=10)
         st = subspace.init_state(s, tx)
         for i in range(2):
@@ -266,7 +267,7 @@ def test_levels_unroll_trains_exactly_like_vmap(compression):
     runs = {}
     for levels in ("vmap", "unroll"):
         cfg = subspace.LCSConfig(4, "sandwich" if compression == "structured" else "uniform",
-                                 levels=levels, warmup=0.0)
+                                 levels=levels, warmup=0.0, step="masked")
         step = subspace.make_train_step(net, tx, cfg, total_steps=10)
         st = subspace.init_state(s, tx)
         for i in range(3):

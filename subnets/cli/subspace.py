@@ -51,11 +51,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--levels", choices=("vmap", "unroll"), default="vmap",
                    help="how a step evaluates its sampled levels (one compilation either way; "
                         "unroll is faster on a CPU)")
+    p.add_argument("--step", choices=("auto", "masked", "sliced"), default="auto",
+                   help="structured levels masked at full width or sliced to their real "
+                        "width (default auto: the faster on this backend; recorded in "
+                        "report.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh: same as --force (the old run is moved aside)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_run_flags(p)
+    from subnets import parallel
+
+    parallel.add_flags(p)
     return p
 
 
@@ -83,6 +90,9 @@ def plot(path, net, compression: str, acc: dict, title: str) -> None:
 
 
 def run(args) -> int:
+    from subnets import parallel
+
+    mesh = parallel.mesh_from_flags(args)  # before any other JAX work (jax.distributed)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -94,17 +104,32 @@ def run(args) -> int:
         raise ValueError(f"--beta must be a finite number >= 0, got {args.beta}")
     if not 0.0 <= args.warmup <= 1.0:
         raise ValueError(f"--warmup must be in [0, 1], got {args.warmup}")
+    if not parallel.is_primary():  # process 0 owns the run folder (manifest, lock, outputs)
+        return _run(args, _SecondaryRun(), mesh)
     with open_run(args, "subspace", force=args.no_resume) as run:
-        return _run(args, run)
+        return _run(args, run, mesh)
 
 
-def _run(args, run) -> int:
+class _SecondaryRun:
+    """What a non-primary process of a multi-process run tells the run folder: nothing."""
+
+    saved = ""
+
+    def check_data(self, fingerprint: str) -> None:
+        pass
+
+    def mark_saved(self, what: str) -> None:
+        pass
+
+
+def _run(args, run, mesh) -> int:
     import jax
 
-    from subnets import subspace, zoo
+    from subnets import parallel, subspace, zoo
     from subnets.data.train_test import load_train_test
     from subnets.io import write_json
     from subnets.runs import fingerprint
+    from subnets.subspace.sliced import choose_step
 
     (x, y), (xt, yt) = load_train_test(args.data, limit=args.limit)
     run.check_data(fingerprint(x, y, xt, yt))
@@ -119,19 +144,24 @@ def _run(args, run) -> int:
     s = init(net, key=init_key, compression=args.compression)
     cfg = subspace.default_config(args.compression)
     cfg = subspace.LCSConfig(cfg.samples, cfg.sampling, beta=args.beta, warmup=args.warmup,
-                             levels=args.levels)
+                             levels=args.levels, step=args.step)
     lr = args.lr if args.lr is not None else (0.025 if args.compression == "quantized" else 0.1)
     from subnets import log
 
     with log.run_dir(out), log.quiet_compile_alarms(log.COMPILE_NOTE):
         s = subspace.fit(net, s, x, y, epochs=args.epochs, batch_size=args.batch_size,
                          key=train_key, config=cfg, lr=lr, warmup_epochs=args.lr_warmup_epochs,
-                         checkpoint_dir=ck,
+                         checkpoint_dir=ck, mesh=mesh,
                          progress=not args.quiet, desc=f"lcs {args.compression} {args.kind}",
                          on_epoch=lambda e, _: run.mark_saved(f"epoch {e} of {args.epochs} "
                                                               f"({ck})"))
     meta = {"model": args.model, "data": args.data, "norm": norm, "num_classes": classes,
-            "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed}
+            "input_shape": list(x.shape[1:]), "epochs": args.epochs, "seed": args.seed,
+            "train_step": choose_step(net, cfg, args.compression),
+            "devices": 1 if mesh is None else mesh.size,
+            "processes": jax.process_count()}
+    if not parallel.is_primary():
+        return 0  # process 0 writes the outputs
     subspace.save(out / "subspace", s, meta=meta)
     acc = subspace.evaluate_levels(net, s, xt, yt)
     report = {**meta, "compression": args.compression, "kind": args.kind,

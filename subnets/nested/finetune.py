@@ -197,7 +197,8 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
              key: jax.Array, tx: optax.GradientTransformation | None = None,
              distill: float = 0.0, weights: Sequence[float] | None = None,
              loss_fn: Callable | None = None, progress: bool = True,
-             desc: str = "finetune", family: Family | None = None) -> Family:
+             desc: str = "finetune", family: Family | None = None,
+             mesh: Any = None) -> Family:
     """Fine-tune every level jointly and return the :class:`Family` (per-level statistics).
 
     Args:
@@ -214,6 +215,8 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
         desc: the bar's label.
         family: an existing family of these levels whose compiled executables the result
             should reuse (see :meth:`Family.replace`).
+        mesh: shard every batch over this device mesh (:func:`subnets.parallel.data_mesh`),
+            the state replicated; None: one device.
 
     Returns:
         A :class:`~subnets.runtime.family.Family` over the fine-tuned variables.
@@ -228,13 +231,15 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     steps = epochs * max(1, len(x) // batch_size)
     trainer = make_joint_step(net, levels, tx=tx or default_optimizer(steps), weights=weights,
                               distill=distill, loss_fn=loss_fn)
-    state = trainer.init(variables)
+    from subnets import parallel
+
+    state = parallel.replicate(mesh, trainer.init(variables))
     bar = _progress(steps, desc, progress)
     record = _log.EpochLog(desc, epochs=epochs, quiet=not progress)
     for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
         total, n = 0.0, 0
         for xb, yb in _batches(x, y, batch_size, key=epoch_key):
-            state, per = trainer.step(state, xb, yb)
+            state, per = trainer.step(state, *parallel.shard_batch(mesh, xb, yb))
             total, n = total + per, n + 1
             check_finite(per, step=(epoch - 1) * (steps // epochs) + n, epoch=epoch)
             if bar is not None:
@@ -245,6 +250,8 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     if bar is not None:
         bar.close()
     record.close()
+    if mesh is not None:
+        state = parallel.to_host(state)
     if family is not None and family.levels == Family(net, variables, levels).levels:
         return family.replace(state.variables, level_batch_stats=state.level_batch_stats)
     return Family(net, state.variables, levels, level_batch_stats=state.level_batch_stats)

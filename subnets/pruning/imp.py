@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from subnets import parallel
 from subnets import train as _train
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
@@ -169,13 +170,15 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
 
 def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 128,
                   optimizer: optax.GradientTransformation | None = None, rewind_step: int = 0,
-                  progress: bool = True) -> TrainFn:
+                  progress: bool = True, mesh: Any = None) -> TrainFn:
     """A masked training loop on ``(x, y)`` built on :mod:`subnets.train`, for :func:`imp`.
 
     The returned ``train_fn(variables, masks, *, key)`` trains ``epochs`` epochs with
     ``masked_optimizer(optimizer, masks)`` (default: Adam with cosine decay, fresh at every
     call) and returns ``(trained, rewind)``, ``rewind`` being the variables after
-    ``rewind_step`` steps (``rewind_step=0``: the variables it was given).
+    ``rewind_step`` steps (``rewind_step=0``: the variables it was given). ``mesh`` shards
+    every batch over a device mesh (:func:`subnets.parallel.data_mesh`), as
+    :func:`subnets.train.fit` does.
 
     Example:
         >>> import jax, numpy as np, subnets
@@ -208,12 +211,13 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
 
         def save_rewind(n: int, state: _train.TrainState) -> None:
             if n == rewind_step:
-                rewind["variables"] = state.variables
+                rewind["variables"] = (state.variables if mesh is None
+                                       else parallel.to_host(state.variables))
 
         trained = _train.fit(net, variables, x, y, epochs=epochs, batch_size=batch_size, tx=tx,
                              key=key, progress=progress,
                              desc=f"imp density {density(masks):.4f}", on_step=save_rewind,
-                             train_step=steps[sig])
+                             train_step=steps[sig], mesh=mesh)
         return trained, rewind["variables"]
 
     return train_fn

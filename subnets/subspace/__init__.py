@@ -48,6 +48,7 @@ from subnets.subspace.core import (
     weights,
 )
 from subnets.subspace.fit import DEFAULT_LEVELS, evaluate_levels, fit, load, save
+from subnets.subspace.sliced import SlicedTrainStep, choose_step
 from subnets.subspace.train import (
     LCSConfig,
     SubspaceState,
@@ -69,7 +70,9 @@ __all__ = [
     "DEFAULT_LEVELS",
     "LCSConfig",
     "Subspace",
+    "SlicedTrainStep",
     "SubspaceState",
+    "choose_step",
     "TrainStep",
     "data_mesh",
     "default_config",

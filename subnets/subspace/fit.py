@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import optax
 
-from subnets import checkpoint
+from subnets import checkpoint, parallel
 from subnets import log as _log
 from subnets._finite import check_finite
 from subnets.data.batches import batches as _batches
@@ -68,7 +68,9 @@ def load(directory: str | os.PathLike) -> tuple[Subspace, dict]:
 
 
 def _save_state(directory: Path, state: SubspaceState, meta: dict) -> None:
-    leaves = jax.tree.leaves(state)
+    if not parallel.is_primary():
+        return  # a multi-process run writes its checkpoint once
+    leaves = jax.tree.leaves(parallel.to_host(state))
     checkpoint.save(directory, {f"{i:06d}": np.asarray(a) for i, a in enumerate(leaves)},
                     meta=meta)
 
@@ -134,11 +136,9 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
             raise ValueError(f"checkpoint {ck} belongs to a run of {meta['epochs']} epochs, this "
                              f"one has {epochs}: use another checkpoint_dir")
         start = int(meta.get("epoch", 0))
-        if mesh is not None:
-            from jax.sharding import NamedSharding, PartitionSpec
-
-            state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    step = make_train_step(net, tx, config, total_steps=total, mesh=mesh)
+        state = parallel.replicate(mesh, state)
+    step = make_train_step(net, tx, config, total_steps=total, mesh=mesh,
+                           compression=subspace.compression)
     bar = _progress(total, start * steps_per_epoch, desc, progress)
     epoch_keys = jax.random.split(key, epochs)
     record = _log.EpochLog(desc, epochs=epochs, num_classes=getattr(net, "num_classes", None),
@@ -159,13 +159,14 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
                      accuracy=acc[max(acc)], accuracy_low_end=acc[min(acc)])
         if ck is not None:
             _save_state(ck, state, {"epoch": epoch + 1, "epochs": epochs,
-                                    "step": int(state.step)})
+                                    "step": int(parallel.to_host(state.step)),
+                                    "train_step": step.kind})
         if on_epoch is not None:
             on_epoch(epoch + 1, state.subspace)
     if bar is not None:
         bar.close()
     record.close()
-    return jax.tree.map(np.asarray, state.subspace)
+    return parallel.to_host(state.subspace)
 
 
 def _ends(subspace: Subspace) -> tuple:

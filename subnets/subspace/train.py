@@ -31,9 +31,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from subnets.subspace.compress import (
     ACT_RANGES,
@@ -75,6 +74,12 @@ class LCSConfig:
             132 at 256), ``"unroll"`` can be the faster (``benchmarks/lcs_throughput.py``).
             ``jax.lax.map`` is not offered: its backward pass through convolutions ran 8x
             slower than either on the CPU.
+        step: structured levels run ``"masked"`` (the options above: static shapes, one
+            compilation) or ``"sliced"`` (each level at its real width,
+            :mod:`subnets.subspace.sliced`); ``"auto"`` (default) picks the faster on this
+            backend (:func:`subnets.subspace.sliced.choose_step`).
+        grid: alphas a sliced step may run at (``j / (grid - 1)``; the sandwich's uniform
+            draws are rounded to them): one compilation per grid point used.
     """
 
     samples: int = 4
@@ -86,10 +91,16 @@ class LCSConfig:
     range_momentum: float = 0.9
     mask: str = "activations"
     levels: str = "vmap"
+    step: str = "auto"
+    grid: int = 13
 
     def __post_init__(self):
         if self.mask not in ("activations", "weights"):
             raise ValueError(f"mask must be 'activations' or 'weights', got {self.mask!r}")
+        if self.step not in ("auto", "masked", "sliced"):
+            raise ValueError(f"step must be 'auto', 'masked' or 'sliced', got {self.step!r}")
+        if self.grid < 2:
+            raise ValueError(f"grid must be >= 2, got {self.grid}")
         if self.levels not in ("vmap", "unroll"):
             raise ValueError(f"levels must be 'vmap' or 'unroll', got {self.levels!r}")
         if self.sampling not in ("sandwich", "uniform", "discrete"):
@@ -139,15 +150,17 @@ def _with(subspace: Subspace, tr: dict, base: dict | None = None) -> Subspace:
 def init_state(subspace: Subspace, tx: optax.GradientTransformation, *,
                mesh: Mesh | None = None) -> SubspaceState:
     """A fresh state (replicated over ``mesh`` when given)."""
+    from subnets import parallel
+
     state = SubspaceState(subspace, tx.init(trainable(subspace)), jnp.zeros((), jnp.int32))
-    if mesh is not None:
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    return state
+    return parallel.replicate(mesh, state)
 
 
 def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh named ``"batch"`` over ``devices`` (default: all of ``jax.devices()``)."""
-    return Mesh(np.asarray(devices if devices is not None else jax.devices()), ("batch",))
+    from subnets import parallel
+
+    return parallel.data_mesh(devices)
 
 
 def sample_alphas(key: jax.Array, config: LCSConfig, subspace: Subspace) -> jax.Array:
@@ -235,6 +248,8 @@ def merge_batch_stats(old: dict, stats: dict, active: dict) -> dict:
 class TrainStep:
     """The jitted ``step(state, x, y, key) -> (state, metrics)``; ``traces`` counts tracings."""
 
+    kind = "masked"
+
     def __init__(self, net: Any, tx: optax.GradientTransformation, config: LCSConfig,
                  total_steps: int, mesh: Mesh | None):
         self.traces = 0
@@ -267,11 +282,9 @@ class TrainStep:
 
     def __call__(self, state: SubspaceState, x, y, key: jax.Array):
         if self.mesh is not None:
-            if x.shape[0] % self.mesh.size:
-                raise ValueError(f"batch of {x.shape[0]} examples does not split over "
-                                 f"{self.mesh.size} devices; use a multiple of {self.mesh.size}")
-            batch = NamedSharding(self.mesh, PartitionSpec("batch"))
-            x, y = jax.device_put(x, batch), jax.device_put(y, batch)
+            from subnets import parallel
+
+            x, y = parallel.shard_batch(self.mesh, x, y)
         return self._step(state, x, y, key)
 
 
@@ -288,8 +301,17 @@ def make_train_step(net: Any, tx: optax.GradientTransformation, config: LCSConfi
         compression: only used to pick the default config.
         mesh: shard each batch over this mesh's ``"batch"`` axis (see :func:`data_mesh`);
             the state must come from ``init_state(..., mesh=mesh)``.
+
+    Returns:
+        the masked :class:`TrainStep`, or a :class:`~subnets.subspace.sliced.SlicedTrainStep`
+        when ``config.step`` resolves to ``"sliced"``; either has ``kind``.
     """
-    return TrainStep(net, tx, config or default_config(compression), total_steps, mesh)
+    config = config or default_config(compression)
+    from subnets.subspace import sliced
+
+    if sliced.choose_step(net, config, compression) == "sliced":
+        return sliced.SlicedTrainStep(net, tx, config, total_steps, mesh)
+    return TrainStep(net, tx, config, total_steps, mesh)
 
 
 def default_optimizer(total_steps: int, *, lr: float = 0.1, momentum: float = 0.9,

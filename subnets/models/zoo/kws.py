@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from subnets import ops
 from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
@@ -214,7 +215,7 @@ class DSCNN(nn.Module):
             stride = cfg.first_dw_stride if i == 0 else (1, 1)
             h = DepthwiseConv(c, stride, self.depthwise, name=f"dw{i}")(h)
             h = nn.relu(norm_layer(self.norm, f"dw{i}_norm", c, train)(h))
-            h = nn.Conv(w[f"g{i + 1}"], (1, 1), name=f"pw{i}")(h)
+            h = nn.Conv(w[f"g{i + 1}"], (1, 1), name=f"pw{i}", conv_general_dilated=ops.conv)(h)
             h = nn.relu(norm_layer(self.norm, f"pw{i}_norm", w[f"g{i + 1}"], train)(h))
         h = jnp.mean(h, axis=(1, 2))
         return nn.Dense(self.num_classes, name="classifier")(h)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
+from subnets import ops
 from subnets.models.zoo.common import (
     GraphBuilder,
     Net,
@@ -67,15 +68,17 @@ class PreResNet(nn.Module):
                 n = _block_name(s, b)
                 stride = (2, 2) if (s > 0 and b == 0) else (1, 1)
                 a = nn.relu(norm_layer(self.norm, f"{n}_norm1", w[stream], train)(h))
-                a = nn.Conv(w[f"{n}a"], (1, 1), use_bias=False, name=f"{n}_conv1")(a)
+                a = nn.Conv(w[f"{n}a"], (1, 1), use_bias=False, name=f"{n}_conv1",
+                            conv_general_dilated=ops.conv)(a)
                 a = nn.relu(norm_layer(self.norm, f"{n}_norm2", w[f"{n}a"], train)(a))
                 a = nn.Conv(w[f"{n}b"], (3, 3), stride, padding="SAME", use_bias=False,
                             name=f"{n}_conv2")(a)
                 a = nn.relu(norm_layer(self.norm, f"{n}_norm3", w[f"{n}b"], train)(a))
-                a = nn.Conv(w[f"s{s}"], (1, 1), use_bias=False, name=f"{n}_conv3")(a)
+                a = nn.Conv(w[f"s{s}"], (1, 1), use_bias=False, name=f"{n}_conv3",
+                            conv_general_dilated=ops.conv)(a)
                 if b == 0:
                     h = nn.Conv(w[f"s{s}"], (1, 1), stride, use_bias=False,
-                                name=f"{n}_down")(h)
+                                name=f"{n}_down", conv_general_dilated=ops.conv)(h)
                 h = a + h
                 stream = f"s{s}"
         h = nn.relu(norm_layer(self.norm, "final_norm", w[stream], train)(h))

@@ -121,7 +121,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     """Iterative magnitude pruning with rewinding; returns every level's sparse model.
 
     Args:
-        net: the zoo net (its graph gives the default prunable kernels).
+        net: the model (its graph's layers are the default prunable kernels).
         variables: the initial variables.
         train_fn: ``train_fn(variables, masks, *, key) -> (trained, rewind)`` trains with the
             masks held fixed and returns the final variables and those after ``rewind_step``
@@ -142,9 +142,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     """
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
-    graph = getattr(net, "graph", None)
-    paths = [tuple(p) for p in (prunable if prunable is not None
-                                else prunable_paths(variables, graph))]
+    paths = [tuple(p) for p in (prunable if prunable is not None else prunable_paths(net))]
     for p in paths:
         get_path(variables, p)  # a clear KeyError naming a bad path
     masks: Masks = {p: jnp.ones(jnp.shape(get_path(variables, p)), bool) for p in paths}

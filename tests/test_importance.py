@@ -233,3 +233,25 @@ def test_l1_fold_norm_without_batch_norm_is_raw():
         folded, raw = importance.l1(net.graph, v, fold_norm=True), importance.l1(net.graph, v)
         for g in raw:
             np.testing.assert_array_equal(folded[g], raw[g])
+
+
+def test_l1_on_a_linen_model_with_its_own_leaf_names():
+    # Kernels named "w", biases "b": roles, not leaf names, say which arrays are kernels, and
+    # the BatchNorm folded is the one the graph records after each layer, with its epsilon.
+    from _linen_mlp import linen_mlp
+
+    net = linen_mlp()
+    rng = np.random.default_rng(0)
+    v = net.init(jax.random.key(0))
+    v = set_paths(v, {("params", "bn_0", "scale"): rng.normal(size=24).astype(np.float32),
+                      ("batch_stats", "bn_0", "var"): rng.uniform(0.1, 4, 24).astype(np.float32)})
+    g0 = net.graph.layer(("params", "fc_0", "w")).out_group
+    raw = np.abs(np.asarray(v["params"]["fc_0"]["w"], np.float64)).sum(axis=0)
+    np.testing.assert_allclose(importance.l1(net, v)[g0], raw, rtol=1e-6)
+    norm = net.graph.norm_of(("params", "fc_0", "w"))
+    gain = np.abs(v["params"]["bn_0"]["scale"]) / np.sqrt(v["batch_stats"]["bn_0"]["var"]
+                                                          + norm.epsilon)
+    np.testing.assert_allclose(importance.l1(net, v, fold_norm=True)[g0], raw * gain, rtol=1e-5)
+    with pytest.warns(DeprecationWarning, match="importance.l1"):
+        old = importance.l1(v, net.graph)
+    np.testing.assert_array_equal(old[g0], importance.l1(net.graph, v)[g0])

@@ -47,7 +47,7 @@ import optax
 from subnets import train as _train
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
-from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
 from subnets.transforms import prunable_paths
 
 TrainFn = Callable[..., tuple[dict, dict]]
@@ -74,7 +74,7 @@ class ImpLevel:
 
 def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: float, *,
                     scope: str = "global", floor: Floor | None = DEFAULT_FLOOR,
-                    warn: bool = True) -> Masks:
+                    warn: bool = True, axes: Mapping[Path, int] | None = None) -> Masks:
     """Remove ``ceil(fraction * remaining)`` of the remaining weights, smallest ``|w|`` first.
 
     Args:
@@ -85,6 +85,8 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
         floor: the per-layer collapse guard (None: a pure ranking); a layer never drops
             below it (nor is revived to reach it), so the count is exact while the floors fit.
         warn: warn about layers pruned past the collapse threshold.
+        axes: ``{path: output-channel axis}`` for the floor
+            (:func:`~subnets.pruning.scoring.out_axes`; default the last axis).
 
     Returns:
         New masks, each a subset of the old one.
@@ -110,7 +112,7 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
         k: Any = {p: a - math.ceil(fraction * a) for p, a in alive.items()}
     else:
         k = sum(alive.values()) - math.ceil(fraction * sum(alive.values()))
-    new = keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
+    new = keep_masks(scores, k, scope=scope, floor=floor, warn=warn, axes=axes)
     return {p: jnp.asarray(new[p] & np.asarray(masks[p], bool)) for p in masks}
 
 
@@ -145,6 +147,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     paths = [tuple(p) for p in (prunable if prunable is not None else prunable_paths(net))]
     for p in paths:
         get_path(variables, p)  # a clear KeyError naming a bad path
+    axes = out_axes(net.graph, paths)
     masks: Masks = {p: jnp.ones(jnp.shape(get_path(variables, p)), bool) for p in paths}
     out: list[ImpLevel] = []
     rewind = None
@@ -161,7 +164,8 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             metrics.update(eval_fn(trained))
         out.append(ImpLevel(level, d, masks, trained, metrics))
         if level < levels:
-            masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor)
+            masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor,
+                                    axes=axes)
     return out
 
 

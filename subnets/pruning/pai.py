@@ -50,7 +50,7 @@ import optax
 
 from subnets.graph import ChannelGraph, Path, get_path, leaf_paths, set_paths
 from subnets.importance import KERNEL_ROLES, WEIGHT_ALIASES, WEIGHT_CRITERIA
-from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
 from subnets.transforms import prunable_paths
 
 Masks = dict[Path, jax.Array]
@@ -232,7 +232,8 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
 
 
 def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "global",
-              floor: Floor | None = DEFAULT_FLOOR, warn: bool = True) -> Masks:
+              floor: Floor | None = DEFAULT_FLOOR, warn: bool = True,
+              axes: Mapping[Path, int] | None = None) -> Masks:
     """Keep-masks holding exactly ``max(1, round(density * n))`` weights.
 
     Args:
@@ -244,6 +245,8 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
         floor: the per-layer collapse guard of :func:`~subnets.pruning.scoring.keep_masks`
             (None: a pure global ranking).
         warn: warn about layers pruned past the collapse threshold.
+        axes: ``{path: output-channel axis}`` for the floor
+            (:func:`~subnets.pruning.scoring.out_axes`; default the last axis).
 
     Returns:
         ``{path: bool numpy array}``.
@@ -263,7 +266,7 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
         k = {p: max(1, round(density * np.size(s))) for p, s in scores.items()}
     else:
         k = max(1, round(density * sum(int(np.size(s)) for s in scores.values())))
-    return keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
+    return keep_masks(scores, k, scope=scope, floor=floor, warn=warn, axes=axes)
 
 
 def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
@@ -292,11 +295,12 @@ def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     masks: Masks | None = None
+    axes = out_axes(net.graph, _prunable(net, variables, prunable))
     for r in range(1, rounds + 1):
         s = scores(net, variables, x, y, method=method, key=key, prunable=prunable,
                    masks=masks, train=train)
         masks = pai_masks(s, density ** (r / rounds), scope=scope, floor=floor,
-                          warn=r == rounds)
+                          warn=r == rounds, axes=axes)
     return masks
 
 

@@ -4,7 +4,8 @@
 ``k`` channels of every group (arrays physically shrink: what a device runs), ``width_mask``
 zeroes the rest instead (shapes stay static, so one compilation serves every width and
 ``jax.vmap`` runs several widths at once). ``apply(slice_widths(g, v, w), x)`` equals
-``apply(width_mask(g, v, w), x)``. All three go through the graph's ``take`` / ``view``.
+``apply(width_mask(g, v, w), x)``. ``permute`` is the graph's ``take``; slicing and masking
+work on the same ``(spatial, channels)`` member view (:func:`subnets.graph.view`).
 
 ``topk_mask`` (per-layer magnitude sparsity), ``fake_quant`` (affine quantisation with a
 straight-through gradient) and ``interpolate`` (a point on a line of weights) are the other
@@ -74,9 +75,9 @@ def slice_widths(graph: ChannelGraph | Any, variables: Variables,
                  widths: Mapping[str, int]) -> dict:
     """Keep the first ``widths[g]`` channels of each named group (static Python ints).
 
-    Groups not named keep their current width. Every member of a group is sliced (one
-    :meth:`ChannelGraph.take` of the prefix), so the result is a smaller network that
-    ``net.apply`` runs directly.
+    Groups not named keep their current width. Every member of a group is sliced on its
+    ``(spatial, channels)`` view (:func:`subnets.graph.view`), so the result is a smaller
+    network that ``net.apply`` runs directly.
 
     Args:
         graph: the channel graph, or a model with one (the old ``slice_widths(variables,
@@ -97,8 +98,16 @@ def slice_widths(graph: ChannelGraph | Any, variables: Variables,
     for name, w in widths.items():
         if not isinstance(w, int | jnp.integer) and not hasattr(w, "__index__"):
             raise TypeError(f"slice_widths needs static int widths; group {name!r} got {type(w)}")
-    keep = {n: np.arange(int(w)) for n, w in widths.items() if not graph[n].fixed}
-    return graph.take(variables, keep)
+    names = [n for n in widths if not graph[n].fixed]
+
+    def prefix(a, m, w, xp):
+        index = [slice(None)] * a.ndim
+        index[m.axis + 1] = slice(0, int(w))
+        return a[tuple(index)]
+
+    # A static prefix slice rather than take(arange(w)): under jit a gather (and its
+    # scatter-add gradient) would replace a plain slice (and pad).
+    return _map_members(graph, variables, {n: widths[n] for n in names}, prefix)
 
 
 def width_mask(graph: ChannelGraph | Any, variables: Variables,
@@ -126,22 +135,34 @@ def width_mask(graph: ChannelGraph | Any, variables: Variables,
     graph, variables = graph_first(graph, variables, "width_mask")
     graph = as_graph(graph)
     graph.check_widths({n: w for n, w in widths.items() if not _checks.is_traced(w)})
+
+    def mask(a, m, w, xp):
+        shape = [1] * a.ndim
+        shape[m.axis + 1] = a.shape[m.axis + 1]
+        return a * (xp.arange(a.shape[m.axis + 1]) < w).reshape(shape).astype(a.dtype)
+
+    return _map_members(graph, variables,
+                        {n: w for n, w in widths.items() if not graph[n].fixed}, mask)
+
+
+def _map_members(graph: ChannelGraph, variables: Variables, widths: Mapping[str, Any],
+                 fn: Any) -> dict:
+    """``fn(viewed, member, width, xp)`` on every member's ``(spatial, channels)`` view.
+
+    The view is :func:`subnets.graph.view` (the one the graph's ``take`` gathers on). Concrete
+    arrays and widths go through NumPy (``xp = np``; eager jnp would compile once per array
+    shape, which made slicing a ResNet take seconds), traced ones through ``jax.numpy``.
+    """
     updates: dict[Path, Any] = {}
     for name, w in widths.items():
-        g = graph[name]
-        if g.fixed:
-            continue
-        for m in g.members:
+        for m in graph[name].members:
             a = updates.get(m.path)
             if a is None:
                 a = get_path(variables, m.path)
                 a = a if _checks.is_traced(a) else np.asarray(a)
-            size = a.shape[m.axis] // m.spatial
             xp = jnp if _checks.is_traced(a) or _checks.is_traced(w) else np
-            shape = [1] * (a.ndim + 1)
-            shape[m.axis + 1] = size
-            keep = (xp.arange(size) < w).reshape(shape).astype(a.dtype)
-            updates[m.path] = unview(view(a, m, size) * keep, m)
+            size = a.shape[m.axis] // m.spatial
+            updates[m.path] = unview(fn(view(a, m, size), m, w, xp), m)
     return set_paths(variables, updates)
 
 

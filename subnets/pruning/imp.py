@@ -147,7 +147,8 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     paths = [tuple(p) for p in (prunable if prunable is not None else prunable_paths(net))]
     for p in paths:
         get_path(variables, p)  # a clear KeyError naming a bad path
-    axes = out_axes(net.graph, paths)
+    graph = getattr(net, "graph", None)
+    axes = out_axes(graph, paths) if graph is not None else {}
     masks: Masks = {p: jnp.ones(jnp.shape(get_path(variables, p)), bool) for p in paths}
     out: list[ImpLevel] = []
     rewind = None

@@ -20,19 +20,22 @@ References:
 from __future__ import annotations
 
 import builtins
-import functools
 import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
-from subnets.graph import ChannelGraph, leaf_paths
+from subnets.graph import ChannelGraph
 
 
 def _graph(net_or_graph: Any) -> ChannelGraph:
-    return net_or_graph if isinstance(net_or_graph, ChannelGraph) else net_or_graph.graph
+    graph = net_or_graph if isinstance(net_or_graph, ChannelGraph) else getattr(
+        net_or_graph, "graph", None)
+    if not isinstance(graph, ChannelGraph):
+        raise TypeError(f"cost: expected a model with a .graph or a ChannelGraph, got "
+                        f"{type(net_or_graph).__name__}")
+    return graph
 
 
 def resolve_widths(graph: ChannelGraph, widths: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -60,26 +63,30 @@ def macs(net: Any, widths: Mapping[str, int] | None = None) -> int:
     return builtins.sum(layer_macs(net, widths).values())
 
 
-@functools.lru_cache(maxsize=64)
-def _shapes(net: Any) -> tuple:
-    shapes = jax.eval_shape(net.init, jax.random.key(0))
-    return tuple((p, tuple(s.shape)) for p, s in leaf_paths(shapes))
-
-
 def array_shapes(net: Any, widths: Mapping[str, int] | None = None,
                  collection: str | None = "params") -> dict:
-    """Shape of every array at ``widths`` (``collection=None`` for all collections)."""
-    graph = net.graph
+    """Shape of every array at ``widths`` (``collection=None`` for all collections).
+
+    Read from the graph's recorded full shapes (``graph.shapes``), so nothing is initialised;
+    ``net`` is a model or a bare :class:`~subnets.graph.ChannelGraph`.
+
+    Raises:
+        ValueError: the graph records no array shapes (declared by hand without them).
+    """
+    graph = _graph(net)
+    if not graph.shapes:
+        raise ValueError("cost: the channel graph records no array shapes (declared by hand "
+                         "without `shapes`); trace it with subnets.graph.trace")
     w = resolve_widths(graph, widths)
     by_path = graph.members_by_path()
     out = {}
-    for path, shape in _shapes(net):
+    for path, shape in graph.shapes:
         if collection is not None and path[0] != collection:
             continue
         shape = list(shape)
         for g, m in by_path.get(path, ()):
             shape[m.axis] = m.spatial * w[g.name]
-        out[path] = tuple(shape)
+        out[tuple(path)] = tuple(int(s) for s in shape)
     return out
 
 
@@ -111,9 +118,30 @@ def activation_memory(net: Any, widths: Mapping[str, int] | None = None,
     return peak * np.dtype(dtype).itemsize
 
 
+def norm_kind(graph: ChannelGraph) -> str | None:
+    """The kind of the graph's norms, read from their statistics; None if they differ.
+
+    ``"none"`` (no norm), ``"batch"`` (running statistics), ``"layer"`` (one group of all
+    channels), ``"instance"`` (one channel per group) or ``"group"`` (groups of channels).
+    """
+    kinds = set()
+    for n in graph.norms:
+        if n.var is not None:
+            kinds.add("batch")
+        elif n.num_groups == 1:
+            kinds.add("layer")
+        elif n.mixes_channels:
+            kinds.add("group")
+        else:
+            kinds.add("instance")
+    if not kinds:
+        return "none"
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def summary(net: Any, widths: Mapping[str, int] | None = None) -> dict:
     """A JSON-ready report: totals and, per group, width and the MACs it touches."""
-    graph = net.graph
+    graph = _graph(net)
     w = resolve_widths(graph, widths)
     per_layer = layer_macs(net, widths)
     groups = []
@@ -124,10 +152,13 @@ def summary(net: Any, widths: Mapping[str, int] | None = None) -> dict:
             "members": len(g.members),
             "macs_touched": builtins.sum(per_layer["/".join(lay.path)] for lay in touched),
         })
-    from subnets.models.protocol import describe
+    from subnets.models.protocol import describe, num_classes
 
+    ident = describe(net) if hasattr(net, "input_shape") else {
+        "model": "ChannelGraph", "input_shape": [int(s) for s in graph.input_shape],
+        "num_classes": num_classes(graph)}
     return {
-        **describe(net), "norm": getattr(net, "norm", None),
+        **ident, "norm": norm_kind(graph),
         "macs": macs(net, widths), "params": params(net, widths),
         "bytes_float32": bytes(net, widths), "bytes_int8": bytes(net, widths, np.int8),
         "activation_bytes_float32": activation_memory(net, widths),

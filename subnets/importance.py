@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets.graph import ChannelGraph, Group, Member, Path, get_path, set_paths
+from subnets._order import as_graph, graph_first
+from subnets.graph import ChannelGraph, Group, Member, Path, get_path, set_paths, unview, view
 
 Scores = dict[str, np.ndarray]
 
@@ -59,41 +60,41 @@ UNIT_CRITERIA: dict[str, str] = {
 }
 
 
-def incoming_members(graph: ChannelGraph, group: Group, variables: Mapping) -> list[Member]:
+#: Member roles that carry a channel's incoming weights: the producing kernels' output axes
+#: (a depthwise conv's channel axis included), the bias, the norm's gain and offset.
+INCOMING_ROLES = ("out", "depthwise", "bias", "scale", "shift")
+#: Of those, the kernels' own axes (what :func:`l1` sums).
+KERNEL_ROLES = ("out", "depthwise")
+
+
+def incoming_members(graph: ChannelGraph, group: Group, variables: Mapping | None = None
+                     ) -> list[Member]:
     """The members of ``group`` that carry its channels' incoming weights.
 
-    A kernel member is incoming when its channel axis is the kernel's last (output) axis; a
-    kernel's input axis is always the second-to-last (Flax dense ``[in, out]``, conv HWIO), so
-    consumers are told apart by layout alone. Non-kernel ``params`` (bias, norm scale/shift)
-    are incoming; ``batch_stats`` are not parameters.
+    Read from the members' roles (:data:`INCOMING_ROLES`): the output axis of every layer
+    writing the group, a depthwise conv's channel axis, biases and norm scale/shift. Consumer
+    axes (role ``in``) and running statistics (``mean``/``var``) are not incoming.
+    ``variables`` is accepted for backward compatibility and not read.
     """
-    out = []
-    for m in group.members:
-        if m.path[0] != "params":
-            continue
-        if m.path[-1] == "kernel" and m.axis != np.ndim(get_path(variables, m.path)) - 1:
-            continue
-        out.append(m)
-    return out
+    del graph, variables
+    return [m for m in group.members if m.role in INCOMING_ROLES]
 
 
 def _reduce(arr: np.ndarray, m: Member, size: int) -> np.ndarray:
     """Sum ``arr`` over everything but member ``m``'s channel axis."""
-    shape = arr.shape
-    view = arr.reshape(shape[: m.axis] + (m.spatial, size) + shape[m.axis + 1:])
-    axes = tuple(i for i in range(view.ndim) if i != m.axis + 1)
-    return view.sum(axis=axes)
+    v = view(arr, m, size)
+    axes = tuple(i for i in range(v.ndim) if i != m.axis + 1)
+    return v.sum(axis=axes)
 
 
 def _group_scores(graph: ChannelGraph, variables: Mapping, values: Mapping,
                   kernels_only: bool = False) -> Scores:
-    """Per free group, the sum over incoming members of ``values`` (a tree like params)."""
+    """Per free group, the sum over incoming members of ``values`` (a tree like variables)."""
+    roles = KERNEL_ROLES if kernels_only else INCOMING_ROLES
     out = {}
     for g in graph.free:
         total = np.zeros(g.size, np.float64)
-        for m in incoming_members(graph, g, variables):
-            if kernels_only and m.path[-1] != "kernel":
-                continue
+        for m in graph.members(g.name, *roles):
             total += _reduce(np.asarray(get_path(values, m.path), np.float64), m, g.size)
         out[g.name] = total
     return out
@@ -173,7 +174,7 @@ def taylor(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any]], *,
     return from_saliency(net.graph, variables, saliency(net, variables, batches, loss_fn=loss_fn))
 
 
-def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> Scores:
+def l1(graph: ChannelGraph | Any, variables: Mapping, *, fold_norm: bool = False) -> Scores:
     """L1 norm of each channel's incoming kernel weights (the REDS "L1 order" baseline).
 
     Raw norms; pass them through :func:`normalize` before a knapsack across layers (the
@@ -181,23 +182,32 @@ def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> S
 
     A BatchNorm that follows a layer divides out the scale of its kernel, so under BatchNorm the
     raw L1 norm says little about a channel (training moves it freely). ``fold_norm=True`` scores
-    the kernel as deployed instead, with the eval-mode BatchNorm folded in: each incoming kernel
-    is multiplied per channel by ``|scale| / sqrt(var + eps)`` of the first BatchNorm (a
-    ``scale`` with running ``var`` in the group) listed after it in its group, before the next
-    incoming kernel. Every zoo model lists a layer's own norm right after its kernel and bias;
-    in a pre-activation residual stream that is the next block's input norm. Kernels with no
-    BatchNorm after them (or GroupNorm/InstanceNorm, which cannot be folded) stay raw.
+    the kernel as deployed instead, with the eval-mode norm folded in: the kernel of every layer
+    writing the group is multiplied per channel by ``|scale| / sqrt(var + epsilon)`` of the norm
+    the graph records directly after that layer (:meth:`ChannelGraph.norm_of`, with that norm's
+    own epsilon). Layers with no norm right after them (e.g. a residual stream's writers, whose
+    sum is normalised later), and norms that compute statistics from the batch (GroupNorm,
+    InstanceNorm: they cannot be folded) stay raw.
+
+    Args:
+        graph: the channel graph, or a model with one (graph first; the old
+            ``l1(variables, graph)`` order still works with a DeprecationWarning).
+        variables: the variables.
+        fold_norm: fold each producing layer's running-statistics norm into its kernel.
+
+    Returns:
+        ``{group: float64 vector}`` for every free group.
 
     Example:
         >>> import jax, subnets
         >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,))
         >>> v = net.init(jax.random.key(0))
-        >>> l1(v, net.graph)["h0"].shape
+        >>> l1(net.graph, v)["h0"].shape
         (144,)
         >>> net = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(4,), norm="batch")
         >>> v = net.init(jax.random.key(0))
         >>> v["params"]["norm0"]["scale"] = v["params"]["norm0"]["scale"].at[3].set(0.0)
-        >>> float(l1(v, net.graph, fold_norm=True)["h0"][3]), bool(l1(v, net.graph)["h0"][3] > 0)
+        >>> float(l1(net, v, fold_norm=True)["h0"][3]), bool(l1(net, v)["h0"][3] > 0)
         (0.0, True)
 
     References:
@@ -205,34 +215,45 @@ def l1(variables: Mapping, graph: ChannelGraph, *, fold_norm: bool = False) -> S
         Efficient ConvNets (ICLR 2017); Liu et al., Network Slimming (ICCV 2017) for
         BatchNorm scales as channel importance.
     """
-    absolute = {"params": jax.tree.map(lambda a: np.abs(np.asarray(a, np.float64)),
-                                       variables["params"])}
+    graph, variables = graph_first(graph, variables, "importance.l1")
+    graph = as_graph(graph)
+    paths = {m.path for g in graph.free for m in graph.members(g.name, *KERNEL_ROLES)}
+    absolute = _abs_tree(variables, paths)
     if fold_norm:
-        absolute = _fold_batch_norms(graph, variables, absolute)
+        absolute = _fold_norms(graph, variables, absolute)
     return _group_scores(graph, variables, absolute, kernels_only=True)
 
 
-def _fold_batch_norms(graph: ChannelGraph, variables: Mapping, absolute: Mapping) -> dict:
-    """``absolute`` with every incoming kernel scaled by the gain of the BatchNorm after it."""
-    from subnets.zoo.common import NORM_EPS
+def _abs_tree(variables: Mapping, paths: set[Path]) -> dict:
+    """A tree holding ``|a|`` (float64) at each of ``paths`` (nothing else)."""
+    out: dict = {}
+    for p in sorted(paths):
+        node = out
+        for k in p[:-1]:
+            node = node.setdefault(k, {})
+        node[p[-1]] = np.abs(np.asarray(get_path(variables, p), np.float64))
+    return out
 
+
+def _fold_norms(graph: ChannelGraph, variables: Mapping, absolute: Mapping) -> dict:
+    """``absolute`` with every producing kernel scaled by the gain of the norm right after it."""
     updates = {}
     for g in graph.free:
-        incoming = [m for m in incoming_members(graph, g, variables) if m.path[-1] == "kernel"]
-        paths = {m.path for m in g.members}
-        for m in incoming:
-            for n in g.members[g.members.index(m) + 1:]:
-                if n in incoming:
-                    break
-                var = ("batch_stats", *n.path[1:-1], "var")
-                if n.path[0] == "params" and n.path[-1] == "scale" and var in paths:
-                    gain = (np.abs(np.asarray(get_path(variables, n.path), np.float64))
-                            / np.sqrt(np.asarray(get_path(variables, var), np.float64)
-                                      + NORM_EPS))
-                    # an incoming kernel's channel axis is its last
-                    updates[m.path] = get_path(absolute, m.path) * gain.reshape(-1)
-                    break
-    return set_paths(absolute, updates)
+        for m in graph.members(g.name, *KERNEL_ROLES):
+            if m.layer is None or m.path in updates:
+                continue
+            norm = graph.norm_of(m.layer)
+            if norm is None or norm.var is None or norm.mixes_channels:
+                continue  # no norm, or statistics from the batch: nothing fixed to fold
+            var = np.asarray(get_path(variables, norm.var), np.float64)
+            scale = (np.ones_like(var) if norm.scale is None
+                     else np.abs(np.asarray(get_path(variables, norm.scale), np.float64)))
+            gain = scale / np.sqrt(var + float(norm.epsilon))
+            a = view(get_path(absolute, m.path), m, g.size)
+            shape = [1] * a.ndim
+            shape[m.axis + 1] = g.size
+            updates[m.path] = unview(a * gain.reshape(shape), m)
+    return set_paths(absolute, updates) if updates else dict(absolute)
 
 
 def normalize(scores: Mapping[str, Any]) -> Scores:
@@ -265,8 +286,10 @@ def normalize(scores: Mapping[str, Any]) -> Scores:
     return out
 
 
-def random(graph: ChannelGraph, *, key: jax.Array) -> Scores:
+def random(graph: ChannelGraph | Any, *, key: jax.Array) -> Scores:
     """Uniform random scores: the REDS "random order" baseline.
+
+    ``graph`` is a ChannelGraph or a model with one.
 
     Example:
         >>> import jax, subnets
@@ -277,6 +300,7 @@ def random(graph: ChannelGraph, *, key: jax.Array) -> Scores:
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 4.
     """
+    graph = as_graph(graph) or graph
     keys = jax.random.split(key, len(graph.free))
     return {g.name: np.asarray(jax.random.uniform(k, (g.size,)), np.float64)
             for g, k in zip(graph.free, keys, strict=True)}
@@ -324,8 +348,9 @@ def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any
             layer listed in ``kinds``, summed over its spatial window.
 
     Returns:
-        ``{kernel path: float64 array (in_group size, out_group size)}`` (the kernel's own
-        ``[in, out]`` layout, spatial window summed), in the graph's layer order.
+        ``{kernel path: float64 array (in channels, out channels)}`` (axes found from the
+        layer's ``in`` and ``out`` members; spatial window and flattened positions summed), in
+        the graph's layer order.
         ``S.sum(axis=0)`` is that layer's contribution to the output group's :func:`taylor`
         score.
 
@@ -336,15 +361,26 @@ def kernel_scores(net: Any, variables: Mapping, batches: Iterable[tuple[Any, Any
         if batches is None:
             raise ValueError("kernel_scores needs batches or saliency_tree")
         saliency_tree = saliency(net, variables, batches, loss_fn=loss_fn)
+    graph = net.graph
     out = {}
-    for layer in net.graph.layers:
+    for layer in graph.layers:
         if layer.kind not in kinds or (pointwise_only and layer.window != 1):
             continue
+        m_in = _member_of(graph, layer.in_group, layer.path, "in")
+        m_out = _member_of(graph, layer.out_group, layer.path, "out")
+        if m_in is None or m_out is None:
+            continue  # a depthwise layer has no separate input axis
         s = np.asarray(get_path(saliency_tree, layer.path), np.float64)
-        n_out = s.shape[-1]
-        # Dense kernels after a flatten view axis 0 as (spatial, C_in): fold the spatial part.
-        s = s.reshape(-1, s.shape[-2], n_out).sum(axis=0) if s.ndim > 2 else s
-        if s.ndim == 2 and layer.window > 1 and layer.kind == "dense":
-            s = s.reshape(layer.window, -1, n_out).sum(axis=0)
-        out[layer.path] = s
+        s = view(s, m_in, s.shape[m_in.axis] // m_in.spatial)
+        o = m_out.axis + (1 if m_out.axis > m_in.axis else 0)
+        s = np.moveaxis(s, (m_in.axis + 1, o), (0, 1))
+        out[layer.path] = s.reshape(s.shape[0], s.shape[1], -1).sum(axis=-1)
     return out
+
+
+def _member_of(graph: ChannelGraph, group: str, path: Path, role: str) -> Member | None:
+    """The member of ``group`` at ``path`` with ``role`` (the layer's input/output axis)."""
+    for m in graph.members(group, role):
+        if m.path == tuple(path):
+            return m
+    return None

@@ -3,8 +3,9 @@
 ``permute`` reorders channels (the function is unchanged), ``slice_widths`` keeps the first
 ``k`` channels of every group (arrays physically shrink: what a device runs), ``width_mask``
 zeroes the rest instead (shapes stay static, so one compilation serves every width and
-``jax.vmap`` runs several widths at once). ``apply(slice_widths(v, g, w), x)`` equals
-``apply(width_mask(v, g, w), x)``.
+``jax.vmap`` runs several widths at once). ``apply(slice_widths(g, v, w), x)`` equals
+``apply(width_mask(g, v, w), x)``. ``permute`` is the graph's ``take``; slicing and masking
+work on the same ``(spatial, channels)`` member view (:func:`subnets.graph.view`).
 
 ``topk_mask`` (per-layer magnitude sparsity), ``fake_quant`` (affine quantisation with a
 straight-through gradient) and ``interpolate`` (a point on a line of weights) are the other
@@ -14,7 +15,7 @@ Example:
     >>> import jax, subnets
     >>> net = subnets.zoo.create("dnn-s", num_classes=12)
     >>> v = net.init(jax.random.key(0))
-    >>> small = subnets.slice_widths(v, net.graph, {"h0": 16, "h1": 16, "h2": 16})
+    >>> small = subnets.slice_widths(net.graph, v, {"h0": 16, "h1": 16, "h2": 16})
     >>> small["params"]["dense1"]["kernel"].shape
     (16, 16)
 
@@ -25,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -33,116 +34,166 @@ import jax.numpy as jnp
 import numpy as np
 
 from subnets import _checks
-from subnets.graph import ChannelGraph, Member, Path, get_path, leaf_paths, set_paths
+from subnets._order import as_graph, graph_first
+from subnets.graph import ChannelGraph, Path, get_path, leaf_paths, set_paths, unview, view
 
 Variables = Mapping[str, Any]
 
 
-def _view(a: jax.Array, m: Member, size: int) -> jax.Array:
-    """View member axis ``m.axis`` of ``a`` as ``(spatial, size)``."""
-    shape = a.shape
-    return a.reshape(shape[: m.axis] + (m.spatial, size) + shape[m.axis + 1 :])
-
-
-def _unview(a: jax.Array, m: Member) -> jax.Array:
-    shape = a.shape
-    return a.reshape(shape[: m.axis] + (shape[m.axis] * shape[m.axis + 1],) + shape[m.axis + 2 :])
-
-
-def _is_traced(a: Any) -> bool:
-    return isinstance(a, jax.core.Tracer)
-
-
-def _map_members(variables: Variables, graph: ChannelGraph, names: Iterable[str], fn) -> dict:
-    """Apply ``fn(viewed_array, group, member, xp) -> viewed_array`` to every member of ``names``.
-
-    Concrete arrays go through NumPy (``xp = np``): eager jnp ops would compile once per array
-    shape, which made slicing a ResNet take seconds; traced arrays (under ``jit``/``vmap``) go
-    through ``jax.numpy``.
-    """
-    updates: dict[Path, Any] = {}
-    for name in names:
-        g = graph[name]
-        for m in g.members:
-            a = updates.get(m.path)
-            if a is None:
-                a = get_path(variables, m.path)
-                a = a if _is_traced(a) else np.asarray(a)
-            xp = jnp if _is_traced(a) else np
-            size = a.shape[m.axis] // m.spatial
-            updates[m.path] = _unview(fn(_view(a, m, size), g, m, xp), m)
-    return set_paths(variables, updates)
-
-
-def permute(variables: Variables, graph: ChannelGraph, perms: Mapping[str, Any]) -> dict:
+def permute(graph: ChannelGraph | Any, variables: Variables, perms: Mapping[str, Any]) -> dict:
     """Reorder channels: new channel ``i`` of group ``g`` is old channel ``perms[g][i]``.
 
+    One :meth:`ChannelGraph.take` per group (NumPy for concrete arrays, ``jax.numpy`` under
+    ``jit``/``vmap``).
+
     Args:
+        graph: the channel graph, or a model with one (the old ``permute(variables, graph,
+            perms)`` order still works, with a DeprecationWarning).
         variables: the variables tree.
-        graph: its channel graph.
         perms: ``{group_name: int array of the group's size}``; fixed groups are refused.
 
     Returns:
         A new tree computing the same function (up to float rounding order).
+
+    Example:
+        >>> import numpy as np
+        >>> from subnets.graph import ChannelGraph, Group, Member
+        >>> g = ChannelGraph((Group("h", 3, (Member(("k",), 1),)),))
+        >>> permute(g, {"k": np.arange(3.)[None]}, {"h": [2, 0, 1]})["k"].tolist()
+        [[2.0, 0.0, 1.0]]
     """
+    graph, variables = graph_first(graph, variables, "permute")
+    graph = as_graph(graph)
     for name in perms:
-        g = graph[name]
-        if g.fixed:
+        if graph[name].fixed:
             raise ValueError(f"cannot permute fixed group {name!r}")
     perms = {n: _checks.permutation(p, graph[n].size, n) for n, p in perms.items()}
-
-    def take(a, g, m, xp):
-        p = perms[g.name]
-        if _is_traced(p):
-            a, xp = jnp.asarray(a), jnp
-        return xp.take(a, p if xp is jnp else np.asarray(p), axis=m.axis + 1)
-
-    return _map_members(variables, graph, perms, take)
+    return graph.take(variables, perms)
 
 
-def slice_widths(variables: Variables, graph: ChannelGraph, widths: Mapping[str, int]) -> dict:
+def slice_widths(graph: ChannelGraph | Any, variables: Variables,
+                 widths: Mapping[str, int]) -> dict:
     """Keep the first ``widths[g]`` channels of each named group (static Python ints).
 
-    Groups not named keep their current width. Every member of a group is sliced, so
-    the result is a smaller network that ``net.apply`` runs directly.
+    Groups not named keep their current width. Every member of a group is sliced on its
+    ``(spatial, channels)`` view (:func:`subnets.graph.view`), so the result is a smaller
+    network that ``net.apply`` runs directly.
+
+    Args:
+        graph: the channel graph, or a model with one (the old ``slice_widths(variables,
+            graph, widths)`` order still works, with a DeprecationWarning).
+        variables: the variables tree.
+        widths: ``{group_name: int}``.
+
+    Example:
+        >>> import numpy as np
+        >>> from subnets.graph import ChannelGraph, Group, Member
+        >>> g = ChannelGraph((Group("h", 3, (Member(("k",), 1),)),))
+        >>> slice_widths(g, {"k": np.ones((2, 3))}, {"h": 2})["k"].shape
+        (2, 2)
     """
+    graph, variables = graph_first(graph, variables, "slice_widths")
+    graph = as_graph(graph)
     graph.check_widths(widths)
     for name, w in widths.items():
         if not isinstance(w, int | jnp.integer) and not hasattr(w, "__index__"):
             raise TypeError(f"slice_widths needs static int widths; group {name!r} got {type(w)}")
     names = [n for n in widths if not graph[n].fixed]
-    def prefix(a, g, m, xp):
+
+    def prefix(a, m, w, xp):
         index = [slice(None)] * a.ndim
-        index[m.axis + 1] = slice(0, int(widths[g.name]))
+        index[m.axis + 1] = slice(0, int(w))
         return a[tuple(index)]
 
-    return _map_members(variables, graph, names, prefix)
+    # A static prefix slice rather than take(arange(w)): under jit a gather (and its
+    # scatter-add gradient) would replace a plain slice (and pad).
+    return _map_members(graph, variables, {n: widths[n] for n in names}, prefix)
 
 
-def width_mask(variables: Variables, graph: ChannelGraph, widths: Mapping[str, Any]) -> dict:
+def width_mask(graph: ChannelGraph | Any, variables: Variables,
+               widths: Mapping[str, Any]) -> dict:
     """Zero every channel at index >= ``widths[g]`` in every member of each group.
 
     Widths may be traced scalars, so this works under ``jit`` and ``vmap`` (one compilation
-    for all widths). Gradients of masked weights are zero.
-    """
-    graph.check_widths({n: w for n, w in widths.items() if not _checks.is_traced(w)})
-    names = [n for n in widths if not graph[n].fixed]
+    for all widths). Gradients of masked weights are zero. Each member is masked on its
+    ``(spatial, channels)`` view (:func:`subnets.graph.view`), with NumPy when the arrays and
+    widths are concrete.
 
-    def mask(a, g, m, xp):
-        keep = jnp.arange(a.shape[m.axis + 1]) < widths[g.name]
+    Args:
+        graph: the channel graph, or a model with one (the old ``width_mask(variables, graph,
+            widths)`` order still works, with a DeprecationWarning).
+        variables: the variables tree.
+        widths: ``{group_name: int or traced int}``.
+
+    Example:
+        >>> import numpy as np
+        >>> from subnets.graph import ChannelGraph, Group, Member
+        >>> g = ChannelGraph((Group("h", 3, (Member(("k",), 1),)),))
+        >>> width_mask(g, {"k": np.ones((1, 3))}, {"h": 2})["k"].tolist()
+        [[1.0, 1.0, 0.0]]
+    """
+    graph, variables = graph_first(graph, variables, "width_mask")
+    graph = as_graph(graph)
+    graph.check_widths({n: w for n, w in widths.items() if not _checks.is_traced(w)})
+
+    def mask(a, m, w, xp):
         shape = [1] * a.ndim
         shape[m.axis + 1] = a.shape[m.axis + 1]
-        return jnp.asarray(a) * keep.reshape(shape).astype(a.dtype)
+        return a * (xp.arange(a.shape[m.axis + 1]) < w).reshape(shape).astype(a.dtype)
 
-    return _map_members(variables, graph, names, mask)
+    return _map_members(graph, variables,
+                        {n: w for n, w in widths.items() if not graph[n].fixed}, mask)
 
 
-def prunable_paths(variables: Variables, graph: ChannelGraph | None = None) -> list[Path]:
-    """Kernel paths in compute order: the graph's layer order, else definition order."""
-    if graph is not None and graph.layers:
-        return [layer.path for layer in graph.layers]
-    return [p for p, leaf in leaf_paths(variables)
-            if p[-1] == "kernel" and getattr(leaf, "ndim", 0) >= 2]
+def _map_members(graph: ChannelGraph, variables: Variables, widths: Mapping[str, Any],
+                 fn: Any) -> dict:
+    """``fn(viewed, member, width, xp)`` on every member's ``(spatial, channels)`` view.
+
+    The view is :func:`subnets.graph.view` (the one the graph's ``take`` gathers on). Concrete
+    arrays and widths go through NumPy (``xp = np``; eager jnp would compile once per array
+    shape, which made slicing a ResNet take seconds), traced ones through ``jax.numpy``.
+    """
+    updates: dict[Path, Any] = {}
+    for name, w in widths.items():
+        for m in graph[name].members:
+            a = updates.get(m.path)
+            if a is None:
+                a = get_path(variables, m.path)
+                a = a if _checks.is_traced(a) else np.asarray(a)
+            xp = jnp if _checks.is_traced(a) or _checks.is_traced(w) else np
+            size = a.shape[m.axis] // m.spatial
+            updates[m.path] = unview(fn(view(a, m, size), m, w, xp), m)
+    return set_paths(variables, updates)
+
+
+def prunable_paths(graph: ChannelGraph | Any, variables: Variables | None = None) -> list[Path]:
+    """Kernel paths in compute order: the graph's layers (``graph.layers``).
+
+    Args:
+        graph: the channel graph, or a model with one. The old ``prunable_paths(variables,
+            graph)`` order still works (DeprecationWarning).
+        variables: unused when a graph is given.
+
+    Graph-less call path: ``prunable_paths(variables)`` (a variables tree alone, no graph)
+    returns every ``params`` array with two or more dimensions, in definition order. That is a
+    layout convention (kernels are the only >= 2-D parameters), not a fact read from a graph;
+    it serves hand-made trees (e.g. :func:`topk_mask` without ``graph=``) and no caller inside
+    the package uses it.
+
+    Raises:
+        ValueError: the graph has no layers (declared by hand without them).
+    """
+    if isinstance(graph, Mapping) and as_graph(variables) is None:
+        if variables is not None:
+            raise TypeError("prunable_paths(variables, x): x must be a ChannelGraph or model")
+        return [p for p, leaf in leaf_paths(graph)
+                if p[0] == "params" and getattr(leaf, "ndim", 0) >= 2]
+    graph, _ = graph_first(graph, variables, "prunable_paths")
+    graph = as_graph(graph)
+    if not graph.layers:
+        raise ValueError("prunable_paths: the channel graph has no layers (declared by hand "
+                         "without them); trace it with subnets.graph.trace")
+    return [layer.path for layer in graph.layers]
 
 
 def _resolve_exclude(exclude, order: list[Path]) -> set[Path]:
@@ -167,12 +218,14 @@ def topk_masks(variables: Variables, density: Any, *, exclude: Any = "first_last
         density: fraction kept in (0, 1]; may be traced (vmappable).
         exclude: ``"first_last"`` (default: stem and classifier stay dense), ``None``, or an
             iterable of kernel paths.
-        graph: optional, gives the layer order for ``"first_last"``.
+        graph: the channel graph (or a model): its layers are the kernels pruned, in order.
+            Without it (the graph-less path of :func:`prunable_paths`), every ``params``
+            array of two or more dimensions is taken as a kernel, in definition order.
 
     Returns:
         ``{path: bool array}`` for the kernels that are pruned.
     """
-    order = prunable_paths(variables, graph)
+    order = prunable_paths(variables) if graph is None else prunable_paths(graph)
     skip = _resolve_exclude(exclude, order)
     masks = {}
     for p in order:

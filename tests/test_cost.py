@@ -37,7 +37,7 @@ def test_params_and_bytes_match_sliced_arrays(name):
     widths = {g.name: int(rng.integers(1, g.size + 1)) for g in net.graph.free}
     v = jax.eval_shape(net.init, jax.random.key(0))
     v = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), v)
-    sliced = subnets.slice_widths(v, net.graph, widths)
+    sliced = subnets.slice_widths(net.graph, v, widths)
     n = sum(a.size for a in jax.tree.leaves(sliced["params"]))
     assert cost.params(net, widths) == n
     assert cost.bytes(net, widths) == 4 * n
@@ -62,3 +62,46 @@ def test_summary_reports_groups():
     s = cost.summary(net)
     assert [g["name"] for g in s["groups"] if not g["fixed"]] == [f"g{i}" for i in range(5)]
     assert s["macs"] == cost.macs(net) and s["params"] == cost.params(net)
+
+
+class _NoInit:
+    """A model whose init must not be called: costs read the graph's recorded shapes."""
+
+    def __init__(self, net):
+        self.graph, self.input_shape = net.graph, net.input_shape
+
+    def init(self, key):
+        raise AssertionError("cost called init")
+
+
+@pytest.mark.parametrize("name", ["cnn-s", "cpreresnet20"])
+def test_params_read_graph_shapes_without_init(name):
+    net = subnets.zoo.create(name, num_classes=10)
+    widths = {g.name: max(1, g.size // 3) for g in net.graph.free}
+    v = jax.tree.map(lambda s: np.zeros(s.shape, np.float32),
+                     jax.eval_shape(net.init, jax.random.key(0)))
+    n_full = sum(a.size for a in jax.tree.leaves(v["params"]))
+    for target in (_NoInit(net), net.graph):
+        assert cost.params(target) == n_full
+        assert cost.params(target, widths) == cost.params(net, widths) < n_full
+        assert cost.bytes(target, widths, np.int8) == cost.params(net, widths)
+        every = cost.array_shapes(target, collection=None)
+        assert {p for p in every if p[0] == "batch_stats"} == {
+            p for p, _ in subnets.graph.leaf_paths(v) if p[0] == "batch_stats"}
+    assert cost.summary(net.graph)["params"] == n_full
+
+
+def test_costs_need_recorded_shapes():
+    from subnets.graph import ChannelGraph, Group, Member
+
+    g = ChannelGraph((Group("h", 3, (Member(("params", "k"), 1),)),))
+    with pytest.raises(ValueError, match="records no array shapes"):
+        cost.params(g)
+    with pytest.raises(TypeError, match="ChannelGraph"):
+        cost.params(object())
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "instance", "none"])
+def test_summary_norm_kind_read_from_the_graph(norm):
+    net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=(16, 8, 1), norm=norm)
+    assert cost.summary(net)["norm"] == norm

@@ -21,7 +21,7 @@ PROPERTY_MODELS = ("dnn-s", "cnn-s", "ds-cnn-s", "cpreresnet20")
 
 @functools.cache
 def _jit_permute(graph):
-    return jax.jit(lambda v, perms: subnets.permute(v, graph, perms))
+    return jax.jit(lambda v, perms: subnets.permute(graph, v, perms))
 
 
 @functools.cache
@@ -88,7 +88,7 @@ def test_dead_unit_scores_zero():
     v = set_paths(v, {("params", "dense0", "kernel"): p["dense0"]["kernel"].at[:, 7].set(0.0),
                       ("params", "dense0", "bias"): p["dense0"]["bias"].at[7].set(0.0)})
     taylor = importance.taylor(net, v, [(x, y)])["h0"]
-    norm = importance.l1(v, net.graph)["h0"]
+    norm = importance.l1(net.graph, v)["h0"]
     assert taylor[7] == 0.0 and norm[7] == 0.0
     assert (np.delete(norm, 7) > 0).all()
     assert (taylor > 0).sum() > len(taylor) // 2  # ReLU-dead units may also score 0
@@ -96,7 +96,7 @@ def test_dead_unit_scores_zero():
 
 def test_l1_is_incoming_kernel_norm():
     net, v, _, _ = _model("ds-cnn-s")
-    s = importance.l1(v, net.graph)
+    s = importance.l1(net.graph, v)
     p = v["params"]
     # g4 is written by pw3 only; g0 by the stem AND the depthwise conv of block 0.
     np.testing.assert_allclose(s["g4"], np.abs(p["pw3"]["kernel"]).sum(axis=(0, 1, 2)),
@@ -108,7 +108,7 @@ def test_l1_is_incoming_kernel_norm():
 
 def test_residual_stream_sums_producers():
     net, v, _, _ = _model("cpreresnet20")
-    s = importance.l1(v, net.graph)
+    s = importance.l1(net.graph, v)
     p = v["params"]
     producers = ("s0b0_down", "s0b0_conv3", "s0b1_conv3")
     expect = sum(np.abs(p[n]["kernel"]).sum(axis=(0, 1, 2)) for n in producers)
@@ -119,7 +119,7 @@ def test_taylor_commutes_with_permutation():
     net, v, x, y = _dnn()
     scores = importance.taylor(net, v, [(x, y)])
     perms = importance.permutation(scores)
-    permuted = subnets.permute(v, net.graph, perms)
+    permuted = subnets.permute(net.graph, v, perms)
     again = importance.taylor(net, permuted, [(x, y)])
     for g in scores:
         np.testing.assert_allclose(again[g], scores[g][perms[g]], rtol=1e-4, atol=1e-9)
@@ -190,7 +190,7 @@ def test_pipeline_l1_scores_are_normalized():
     net, v, x, _ = _model("ds-cnn-s")
     y = np.zeros(len(x), np.int32)
     s, _ = score_channels(net, v, "l1", x, y, key=jax.random.key(0))
-    raw = importance.l1(v, net.graph)
+    raw = importance.l1(net.graph, v)
     for g in raw:
         assert s[g].mean() == pytest.approx(1.0)
         np.testing.assert_allclose(s[g] * raw[g].mean(), raw[g], rtol=1e-9)
@@ -198,8 +198,6 @@ def test_pipeline_l1_scores_are_normalized():
 
 def test_l1_fold_norm_scores_the_deployed_kernel():
     # with eval-mode BatchNorm folded in, the kernel that runs is w * |scale| / sqrt(var + eps)
-    from subnets.zoo.common import NORM_EPS
-
     net, v, _, _ = _model("ds-cnn-s")
     rng = np.random.default_rng(0)
     p, bs = v["params"], v["batch_stats"]
@@ -211,26 +209,49 @@ def test_l1_fold_norm_scores_the_deployed_kernel():
     p, bs = v["params"], v["batch_stats"]
 
     def folded(layer, norm):
-        gain = np.abs(p[norm]["scale"]) / np.sqrt(bs[norm]["var"] + NORM_EPS)
+        eps = net.graph.norm(("params", norm)).epsilon  # the model's own epsilon
+        gain = np.abs(p[norm]["scale"]) / np.sqrt(bs[norm]["var"] + eps)
         return np.abs(p[layer]["kernel"]).sum(axis=(0, 1, 2)) * gain
 
-    s = importance.l1(v, net.graph, fold_norm=True)
+    s = importance.l1(net.graph, v, fold_norm=True)
     np.testing.assert_allclose(s["g4"], folded("pw3", "pw3_norm"), rtol=1e-5)
     np.testing.assert_allclose(s["g0"], folded("stem", "stem_norm") + folded("dw0", "dw0_norm"),
                                rtol=1e-5)
     # invariant to the kernel's scale, which the BatchNorm divides out (after re-estimating var)
     scaled = set_paths(v, {("params", "pw3", "kernel"): 3.0 * p["pw3"]["kernel"],
                            ("batch_stats", "pw3_norm", "var"): 9.0 * bs["pw3_norm"]["var"]})
-    np.testing.assert_allclose(importance.l1(scaled, net.graph, fold_norm=True)["g4"], s["g4"],
+    np.testing.assert_allclose(importance.l1(net.graph, scaled, fold_norm=True)["g4"], s["g4"],
                                rtol=1e-3)
-    assert not np.allclose(importance.l1(scaled, net.graph)["g4"],
-                           importance.l1(v, net.graph)["g4"])
+    assert not np.allclose(importance.l1(net.graph, scaled)["g4"],
+                           importance.l1(net.graph, v)["g4"])
 
 
 def test_l1_fold_norm_without_batch_norm_is_raw():
     for norm in ("none", "instance"):
         net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=(16, 10, 1), norm=norm)
         v = net.init(jax.random.key(1))
-        folded, raw = importance.l1(v, net.graph, fold_norm=True), importance.l1(v, net.graph)
+        folded, raw = importance.l1(net.graph, v, fold_norm=True), importance.l1(net.graph, v)
         for g in raw:
             np.testing.assert_array_equal(folded[g], raw[g])
+
+
+def test_l1_on_a_linen_model_with_its_own_leaf_names():
+    # Kernels named "w", biases "b": roles, not leaf names, say which arrays are kernels, and
+    # the BatchNorm folded is the one the graph records after each layer, with its epsilon.
+    from _linen_mlp import linen_mlp
+
+    net = linen_mlp()
+    rng = np.random.default_rng(0)
+    v = net.init(jax.random.key(0))
+    v = set_paths(v, {("params", "bn_0", "scale"): rng.normal(size=24).astype(np.float32),
+                      ("batch_stats", "bn_0", "var"): rng.uniform(0.1, 4, 24).astype(np.float32)})
+    g0 = net.graph.layer(("params", "fc_0", "w")).out_group
+    raw = np.abs(np.asarray(v["params"]["fc_0"]["w"], np.float64)).sum(axis=0)
+    np.testing.assert_allclose(importance.l1(net, v)[g0], raw, rtol=1e-6)
+    norm = net.graph.norm_of(("params", "fc_0", "w"))
+    gain = np.abs(v["params"]["bn_0"]["scale"]) / np.sqrt(v["batch_stats"]["bn_0"]["var"]
+                                                          + norm.epsilon)
+    np.testing.assert_allclose(importance.l1(net, v, fold_norm=True)[g0], raw * gain, rtol=1e-5)
+    with pytest.warns(DeprecationWarning, match="importance.l1"):
+        old = importance.l1(v, net.graph)
+    np.testing.assert_array_equal(old[g0], importance.l1(net.graph, v)[g0])

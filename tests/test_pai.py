@@ -155,3 +155,25 @@ def test_clear_errors(tiny):
         pai_masks({("a",): np.ones(3)}, 0.5, scope="net")
     with pytest.raises(KeyError, match="params/nope/kernel"):
         scores(net, v, prunable=[("params", "nope", "kernel")])
+
+
+def test_synflow_on_a_linen_model_reads_roles_not_names():
+    # Own leaf names ("w", "b"), BatchNorm with non-trivial statistics and shifts: SynFlow's
+    # conservation law holds only if the linearised net found every kernel, bias, shift and
+    # statistic through the graph's roles.
+    from _linen_mlp import linen_mlp
+
+    net = linen_mlp()
+    v = net.init(jax.random.key(0))
+    v = set_paths(v, {("batch_stats", "bn_0", "mean"): jnp.full(24, 2.0),
+                      ("batch_stats", "bn_0", "var"): jnp.full(24, 9.0),
+                      ("params", "bn_1", "bias"): jnp.full(16, -5.0),
+                      ("params", "fc_1", "b"): jnp.full(16, 3.0)})
+    s = scores(net, v, method="synflow")
+    assert sorted(s) == sorted(layer.path for layer in net.graph.layers)
+    sums = np.array([float(np.sum(a, dtype=np.float64)) for a in s.values()])
+    assert np.all(sums > 0)
+    np.testing.assert_allclose(sums, sums[0], rtol=2e-3)
+    m = prune_at_init(net, v, density=0.3, method="synflow", rounds=5)
+    total = sum(a.size for a in m.values())
+    assert int(sum(a.sum() for a in m.values())) == round(0.3 * total)

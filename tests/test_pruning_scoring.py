@@ -109,3 +109,21 @@ def test_bad_floor_and_scope_are_named():
         keep_masks({("a",): np.ones(3)}, 1, scope="net")
     with pytest.raises(ValueError, match="a contain NaN"):
         keep_masks({("a",): np.array([np.nan, 1.0])}, 1)
+
+
+def test_floor_reads_the_output_axis_from_the_graph():
+    # A kernel laid out [out, in] (2 units of 50 weights): one unit is 50 weights, not 2.
+    from subnets.graph import ChannelGraph, Group, Member
+    from subnets.pruning.scoring import out_axes
+
+    g = ChannelGraph((Group("h", 2, (Member(("k",), 0, role="out"),)),
+                      Group("i", 50, (Member(("k",), 1, role="in"),))))
+    axes = out_axes(g, [("k",), ("other",)])
+    assert axes == {("k",): 0}
+    s = {("k",): np.arange(100.0).reshape(2, 50), ("other",): 1e3 + np.arange(100.0)}
+    floor = Floor(min_units=1, min_ratio=0.0)
+    assert floor.count((2, 50), 0.1, 0) == 50 and floor.count((2, 50), 0.1) == 2
+    m = keep_masks(s, 60, floor=floor, warn=False, axes=axes)
+    assert int(m[("k",)].sum()) == 50 and int(m[("other",)].sum()) == 10
+    m = keep_masks(s, 60, floor=floor, warn=False)
+    assert int(m[("k",)].sum()) == 2

@@ -130,3 +130,24 @@ def test_structured_init_hits_density(dnn):
     full = sum(math.prod(s) for p, s in subnets.cost.array_shapes(net).items() if p in kernels)
     got = sum(np.size(get_path(v, p)) for p in kernels)
     assert got / full == pytest.approx(0.25, abs=0.03)
+
+
+def test_reconvene_and_structured_init_on_a_linen_model():
+    # A Linen model outside the zoo (own leaf names "w"/"b", BatchNorm): no zoo attribute.
+    from _linen_mlp import linen_mlp
+
+    net = linen_mlp()
+    v = net.init(jax.random.key(0))
+    r = reconvene(net, v, density=0.2, key=jax.random.key(1), rounds=5)
+    assert set(r.widths) == {g.name for g in net.graph.free}
+    net.graph.validate(r.variables, widths=r.widths)
+    narrowed = [g for g, w in r.widths.items() if w < net.graph[g].size]
+    assert narrowed
+    x = np.ones((2, 10), np.float32)
+    assert net.apply(r.variables, x).shape == (2, 3)
+    assert subnets.cost.params(net, r.widths) == r.report["params_dense"]
+    v2, w2 = structured_init(net, density=0.25, key=jax.random.key(2))
+    net.graph.validate(v2, widths=w2)
+    assert net.apply(v2, x).shape == (2, 3)
+    k = np.asarray(v2["params"]["fc_1"]["w"])
+    assert k.std() == pytest.approx(math.sqrt(2.0 / k.shape[0]), rel=0.3)

@@ -79,22 +79,69 @@ def test_permute_inverse_roundtrip_and_errors():
     net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(10,))
     v = net.init(jax.random.key(0))
     p = {"h1": np.random.default_rng(1).permutation(144)}
-    back = subnets.permute(subnets.permute(v, net.graph, p), net.graph, {"h1": np.argsort(p["h1"])})
+    back = subnets.permute(net.graph, subnets.permute(net.graph, v, p), {"h1": np.argsort(p["h1"])})
     jax.tree.map(np.testing.assert_array_equal, back, v)
     with pytest.raises(ValueError, match="fixed group 'out'"):
-        subnets.permute(v, net.graph, {"out": np.arange(3)})
+        subnets.permute(net.graph, v, {"out": np.arange(3)})
     with pytest.raises(ValueError, match=r"perm for group 'h0' has shape \(3,\)"):
-        subnets.permute(v, net.graph, {"h0": np.arange(3)})
+        subnets.permute(net.graph, v, {"h0": np.arange(3)})
 
 
 def test_slice_is_prefix_of_every_member():
     net = subnets.zoo.create("cnn-s", num_classes=12)
     v = net.init(jax.random.key(0))
-    s = subnets.slice_widths(v, net.graph, {"c1": 5})
+    s = subnets.slice_widths(net.graph, v, {"c1": 5})
     lin = np.asarray(v["params"]["linear"]["kernel"]).reshape(64, 30, 16)
     np.testing.assert_array_equal(np.asarray(s["params"]["linear"]["kernel"]),
                                   lin[:, :5].reshape(64 * 5, 16))
     np.testing.assert_array_equal(s["params"]["conv1"]["kernel"],
                                   v["params"]["conv1"]["kernel"][..., :5])
     with pytest.raises(ValueError, match=r"width 31 for group 'c1' outside \[1, 30\]"):
-        subnets.slice_widths(v, net.graph, {"c1": 31})
+        subnets.slice_widths(net.graph, v, {"c1": 31})
+
+
+def test_old_argument_order_warns_and_agrees():
+    net = subnets.zoo.create("cnn-s", num_classes=4)
+    v = net.init(jax.random.key(0))
+    w, p = {"c1": 7}, {"c0": np.random.default_rng(0).permutation(28)}
+    for fn, arg in ((subnets.slice_widths, w), (subnets.width_mask, w), (subnets.permute, p)):
+        new = fn(net.graph, v, arg)
+        with pytest.warns(DeprecationWarning, match=r"\(graph, variables"):
+            old = fn(v, net.graph, arg)
+        jax.tree.map(np.testing.assert_array_equal, old, new)
+        # a model works in the graph's place
+        jax.tree.map(np.testing.assert_array_equal, fn(net, v, arg), new)
+    with pytest.raises(TypeError, match="ChannelGraph"):
+        subnets.slice_widths(v, v, w)
+
+
+def test_width_mask_zeroes_the_tail_of_every_member_concrete_and_traced():
+    net = subnets.zoo.create("cnn-s", num_classes=4)
+    v = net.init(jax.random.key(0))
+    eager = subnets.width_mask(net.graph, v, {"c1": 5})
+    traced = jax.jit(lambda w: subnets.width_mask(net.graph, v, {"c1": w}))(5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b), eager, traced)
+    lin = np.asarray(eager["params"]["linear"]["kernel"]).reshape(64, 30, 16)
+    assert not lin[:, 5:].any() and lin[:, :5].any()
+    k = np.asarray(eager["params"]["conv1"]["kernel"])
+    assert not k[..., 5:].any()
+    np.testing.assert_array_equal(k[..., :5], v["params"]["conv1"]["kernel"][..., :5])
+
+
+def test_prunable_paths_are_the_graph_layers():
+    from subnets.graph import ChannelGraph, Group, Member
+    from subnets.transforms import prunable_paths
+
+    net = subnets.zoo.create("ds-cnn-s", num_classes=4, input_shape=(16, 8, 1))
+    v = jax.eval_shape(net.init, jax.random.key(0))
+    assert prunable_paths(net.graph) == [lay.path for lay in net.graph.layers]
+    assert prunable_paths(net) == prunable_paths(net.graph)
+    with pytest.warns(DeprecationWarning):
+        assert prunable_paths(v, net.graph) == prunable_paths(net.graph)
+    bare = ChannelGraph((Group("h", 3, (Member(("params", "k"), 1),)),))
+    with pytest.raises(ValueError, match="no layers"):
+        prunable_paths(bare)
+    # graph-less: every >= 2-D parameter, whatever its leaf is called
+    tree = {"params": {"a": {"w": np.zeros((2, 3))}, "b": {"g": np.zeros(3)}},
+            "batch_stats": {"s": np.zeros((2, 2))}}
+    assert prunable_paths(tree) == [("params", "a", "w")]

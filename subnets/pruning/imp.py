@@ -48,7 +48,7 @@ from subnets import parallel
 from subnets import train as _train
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
-from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
 from subnets.transforms import prunable_paths
 
 TrainFn = Callable[..., tuple[dict, dict]]
@@ -75,7 +75,7 @@ class ImpLevel:
 
 def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: float, *,
                     scope: str = "global", floor: Floor | None = DEFAULT_FLOOR,
-                    warn: bool = True) -> Masks:
+                    warn: bool = True, axes: Mapping[Path, int] | None = None) -> Masks:
     """Remove ``ceil(fraction * remaining)`` of the remaining weights, smallest ``|w|`` first.
 
     Args:
@@ -86,6 +86,8 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
         floor: the per-layer collapse guard (None: a pure ranking); a layer never drops
             below it (nor is revived to reach it), so the count is exact while the floors fit.
         warn: warn about layers pruned past the collapse threshold.
+        axes: ``{path: output-channel axis}`` for the floor
+            (:func:`~subnets.pruning.scoring.out_axes`; default the last axis).
 
     Returns:
         New masks, each a subset of the old one.
@@ -111,7 +113,7 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
         k: Any = {p: a - math.ceil(fraction * a) for p, a in alive.items()}
     else:
         k = sum(alive.values()) - math.ceil(fraction * sum(alive.values()))
-    new = keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
+    new = keep_masks(scores, k, scope=scope, floor=floor, warn=warn, axes=axes)
     return {p: jnp.asarray(new[p] & np.asarray(masks[p], bool)) for p in masks}
 
 
@@ -122,7 +124,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     """Iterative magnitude pruning with rewinding; returns every level's sparse model.
 
     Args:
-        net: the zoo net (its graph gives the default prunable kernels).
+        net: the model (its graph's layers are the default prunable kernels).
         variables: the initial variables.
         train_fn: ``train_fn(variables, masks, *, key) -> (trained, rewind)`` trains with the
             masks held fixed and returns the final variables and those after ``rewind_step``
@@ -143,11 +145,11 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     """
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
-    graph = getattr(net, "graph", None)
-    paths = [tuple(p) for p in (prunable if prunable is not None
-                                else prunable_paths(variables, graph))]
+    paths = [tuple(p) for p in (prunable if prunable is not None else prunable_paths(net))]
     for p in paths:
         get_path(variables, p)  # a clear KeyError naming a bad path
+    graph = getattr(net, "graph", None)
+    axes = out_axes(graph, paths) if graph is not None else {}
     masks: Masks = {p: jnp.ones(jnp.shape(get_path(variables, p)), bool) for p in paths}
     out: list[ImpLevel] = []
     rewind = None
@@ -164,7 +166,8 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             metrics.update(eval_fn(trained))
         out.append(ImpLevel(level, d, masks, trained, metrics))
         if level < levels:
-            masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor)
+            masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor,
+                                    axes=axes)
     return out
 
 

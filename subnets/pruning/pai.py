@@ -39,6 +39,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,9 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from subnets.graph import Path, get_path, leaf_paths, set_paths
-from subnets.importance import WEIGHT_ALIASES, WEIGHT_CRITERIA
-from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks
+from subnets.graph import ChannelGraph, Path, get_path, leaf_paths, set_paths
+from subnets.importance import KERNEL_ROLES, WEIGHT_ALIASES, WEIGHT_CRITERIA
+from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
 from subnets.transforms import prunable_paths
 
 Masks = dict[Path, jax.Array]
@@ -60,8 +61,7 @@ GRASP_TEMPERATURE = 200.0
 
 
 def _prunable(net: Any, variables: Mapping, prunable: Iterable[Path] | None) -> list[Path]:
-    paths = prunable_paths(variables, net.graph) if prunable is None else [tuple(p) for p in
-                                                                           prunable]
+    paths = prunable_paths(net.graph) if prunable is None else [tuple(p) for p in prunable]
     if not paths:
         raise ValueError("no prunable kernels: pass `prunable` or a net whose graph has layers")
     for p in paths:
@@ -118,8 +118,12 @@ def _score_fn(net: Any, paths: tuple[Path, ...], method: str, train: bool):
     return jax.jit(fn)
 
 
-def _linearised(variables: Mapping, paths: list[Path]) -> dict:
+def _linearised(graph: ChannelGraph, variables: Mapping, paths: list[Path]) -> dict:
     """|kernels| (each rescaled to unit average gain), biases and shifts 0, norms identity.
+
+    Roles come from the graph: every layer's kernel becomes ``|w|``; each norm's scale and
+    running variance become 1 and its running mean 0; every other array (biases, norm shifts,
+    anything the graph does not name) becomes 0.
 
     The linearised net is positively homogeneous of degree one in every kernel, so a
     per-kernel scale multiplies every SynFlow score by the same constant and leaves the
@@ -127,22 +131,36 @@ def _linearised(variables: Mapping, paths: list[Path]) -> dict:
     nets (the SynFlow code runs in float64 for the same reason).
     """
     kernel_set = set(paths)
+    kernels = {layer.path for layer in graph.layers} | kernel_set
+    ones = {p for n in graph.norms for p in (n.scale, n.var) if p is not None}
     updates = {}
     for p, leaf in leaf_paths(variables):
         a = np.asarray(leaf, np.float32)
         if p in kernel_set:
             a = np.abs(a)
-            fan_in = a.size // a.shape[-1]
+            fan_in = _fan_in(graph, p, a.shape)
             updates[p] = a / max(float(np.mean(a)) * fan_in, 1e-30)
-        elif p[-1] == "kernel":
+        elif p in kernels:
             updates[p] = np.abs(a)
-        elif p[0] == "batch_stats":
-            updates[p] = np.ones_like(a) if p[-1] == "var" else np.zeros_like(a)
-        elif p[-1] == "scale":
+        elif p in ones:
             updates[p] = np.ones_like(a)
         else:
             updates[p] = np.zeros_like(a)
     return set_paths(variables, updates)
+
+
+def _fan_in(graph: ChannelGraph, path: Path, shape: tuple[int, ...]) -> int:
+    """Weights per output channel of the kernel at ``path`` (its ``out``/``depthwise`` axis).
+
+    Any positive per-kernel constant leaves the SynFlow ranking unchanged; for a kernel the
+    graph does not describe, the kernel's size is used.
+    """
+    size = math.prod(shape)
+    for g in graph.groups:
+        for m in g.members:
+            if m.path == path and m.role in KERNEL_ROLES:
+                return max(1, size // shape[m.axis])
+    return max(1, size)
 
 
 def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
@@ -152,7 +170,8 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     """One round of pruning-at-initialisation scores for every prunable kernel.
 
     Args:
-        net: a zoo ``Net`` (or anything with ``apply``, ``graph`` and ``input_shape``).
+        net: a model (``apply``, ``graph``, ``input_shape``: a zoo model, or any Flax model
+            through :func:`subnets.models.from_linen` / :func:`~subnets.models.from_nnx`).
         variables: its (freshly initialised) variables.
         x, y: one batch of inputs and integer labels (``snip`` and ``grasp`` only; ``synflow``
             is data-free and the others ignore data).
@@ -196,7 +215,7 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
         out = {p: flat[a:b].reshape(np.shape(get_path(variables, p)))
                for p, a, b in zip(paths, starts[:-1], starts[1:], strict=True)}
     elif method == "synflow":
-        lin = _linearised(variables, paths)
+        lin = _linearised(net.graph, variables, paths)
         g = _score_fn(net, tuple(paths), method, False)(lin, None, None)
         out = {p: g["/".join(p)] for p in paths}
     else:
@@ -213,7 +232,8 @@ def scores(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
 
 
 def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "global",
-              floor: Floor | None = DEFAULT_FLOOR, warn: bool = True) -> Masks:
+              floor: Floor | None = DEFAULT_FLOOR, warn: bool = True,
+              axes: Mapping[Path, int] | None = None) -> Masks:
     """Keep-masks holding exactly ``max(1, round(density * n))`` weights.
 
     Args:
@@ -225,6 +245,8 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
         floor: the per-layer collapse guard of :func:`~subnets.pruning.scoring.keep_masks`
             (None: a pure global ranking).
         warn: warn about layers pruned past the collapse threshold.
+        axes: ``{path: output-channel axis}`` for the floor
+            (:func:`~subnets.pruning.scoring.out_axes`; default the last axis).
 
     Returns:
         ``{path: bool numpy array}``.
@@ -244,7 +266,7 @@ def pai_masks(scores: Mapping[Path, Any], density: float, *, scope: str = "globa
         k = {p: max(1, round(density * np.size(s))) for p, s in scores.items()}
     else:
         k = max(1, round(density * sum(int(np.size(s)) for s in scores.values())))
-    return keep_masks(scores, k, scope=scope, floor=floor, warn=warn)
+    return keep_masks(scores, k, scope=scope, floor=floor, warn=warn, axes=axes)
 
 
 def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
@@ -273,11 +295,12 @@ def prune_at_init(net: Any, variables: Mapping, x: Any = None, y: Any = None, *,
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     masks: Masks | None = None
+    axes = out_axes(net.graph, _prunable(net, variables, prunable))
     for r in range(1, rounds + 1):
         s = scores(net, variables, x, y, method=method, key=key, prunable=prunable,
                    masks=masks, train=train)
         masks = pai_masks(s, density ** (r / rounds), scope=scope, floor=floor,
-                          warn=r == rounds)
+                          warn=r == rounds, axes=axes)
     return masks
 
 

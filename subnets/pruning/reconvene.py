@@ -49,8 +49,10 @@ import numpy as np
 
 from subnets import cost
 from subnets.graph import ChannelGraph, Path, get_path, set_paths
+from subnets.importance import KERNEL_ROLES
 from subnets.pruning.pai import Masks, prune_at_init
 from subnets.pruning.scoring import DEFAULT_FLOOR, Floor
+from subnets.transforms import slice_widths
 
 WIDTH_RULES = ("density", "alive")
 
@@ -96,30 +98,21 @@ def _channel_counts(graph: ChannelGraph, masks: Mapping[Path, Any], group: str,
     return touch, alive
 
 
-def _select(variables: Mapping, graph: ChannelGraph, keep: Mapping[str, np.ndarray]) -> dict:
+def _select(graph: ChannelGraph, variables: Mapping, keep: Mapping[str, np.ndarray]) -> dict:
     """Keep channels ``keep[g]`` (in that order) in every member of each named group.
 
-    The numpy twin of ``slice_widths(permute(...))``: eager jnp would compile one XLA program
-    per distinct array shape, which costs seconds on a ResNet.
+    One :meth:`ChannelGraph.take` (``slice_widths(permute(...))`` in one gather, NumPy on
+    concrete arrays).
     """
-    updates: dict[Path, np.ndarray] = {}
-    for name, idx in keep.items():
-        g = graph[name]
-        for m in g.members:
-            a = updates.get(m.path)
-            a = np.asarray(get_path(variables, m.path)) if a is None else a
-            size = a.shape[m.axis] // m.spatial
-            view = a.reshape(a.shape[: m.axis] + (m.spatial, size) + a.shape[m.axis + 1:])
-            view = np.take(view, np.asarray(idx), axis=m.axis + 1)
-            updates[m.path] = view.reshape(a.shape[: m.axis] + (m.spatial * len(idx),)
-                                           + a.shape[m.axis + 1:])
-    return set_paths(variables, updates)
+    return graph.take(variables, {g: np.asarray(idx, np.int64) for g, idx in keep.items()})
 
 
-def _kaiming(variables: Mapping, paths: list[Path], key: jax.Array) -> dict[Path, np.ndarray]:
+def _kaiming(graph: ChannelGraph, variables: Mapping, paths: list[Path],
+            key: jax.Array) -> dict[Path, np.ndarray]:
     """Kaiming-normal kernels (``jax.nn.initializers.he_normal``: truncated at 2 sigma).
 
-    One draw for all kernels, then split: a draw per shape would compile per shape.
+    The fan-in is the kernel's size over its output channels (its ``out`` member's axis in
+    the graph). One draw for all kernels, then split: a draw per shape would compile per shape.
     """
     if not paths:
         return {}
@@ -128,12 +121,22 @@ def _kaiming(variables: Mapping, paths: list[Path], key: jax.Array) -> dict[Path
     flat = np.asarray(jax.random.truncated_normal(key, -2.0, 2.0, (sum(sizes),), jnp.float32))
     out, start = {}, 0
     for p, shape, n in zip(paths, shapes, sizes, strict=True):
-        fan_in = n // shape[-1]
+        fan_in = n // shape[_out_axis(graph, p)]
         # .87962566 is the std of a unit normal truncated at +-2 (as in he_normal).
         std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
         out[p] = (flat[start:start + n] * std).reshape(shape).astype(np.float32)
         start += n
     return out
+
+
+def _out_axis(graph: ChannelGraph, path: Path) -> int:
+    """The output-channel axis of the layer kernel at ``path``."""
+    layer = graph.layer(path)
+    for m in graph.members(layer.out_group, *KERNEL_ROLES):
+        if m.path == layer.path:
+            return m.axis
+    raise ValueError(f"graph: layer {'/'.join(path)} has no output member in group "
+                     f"{layer.out_group!r}")
 
 
 def default_prunable(net: Any) -> list[Path]:
@@ -154,7 +157,8 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
     """Prune at init, rectify the resilient layers into narrower dense ones.
 
     Args:
-        net: a zoo ``Net`` (its channel graph drives the narrowing).
+        net: a model (its channel graph drives the narrowing): a zoo model, or any Flax
+            model through :func:`subnets.models.from_linen` / :func:`~subnets.models.from_nnx`.
         variables: freshly initialised variables.
         x, y: one batch for data-driven scores (``snip``, ``grasp``).
         density: fraction of prunable weights PaI keeps.
@@ -222,11 +226,11 @@ def reconvene(net: Any, variables: Mapping, x: Any = None, y: Any = None, *, den
 
     # Masks travel through the same channel selection as the weights they belong to.
     keep = {g: perms[g][:w] for g, w in new_widths.items()}
-    new = _select(variables, graph, keep)
-    mask_tree = _select(set_paths(variables, dict(masks)), graph, keep)
+    new = _select(graph, variables, keep)
+    mask_tree = _select(graph, set_paths(variables, dict(masks)), keep)
     sparse_masks = {p: np.asarray(get_path(mask_tree, p), bool) for p in masks
                     if p not in rectified}
-    new = set_paths(new, _kaiming(new, sorted(rectified), k_init))
+    new = set_paths(new, _kaiming(graph, new, sorted(rectified), k_init))
     new = set_paths(new, {p: np.where(m, np.asarray(get_path(new, p)), 0).astype(np.float32)
                           for p, m in sparse_masks.items()})
 
@@ -296,6 +300,7 @@ def structured_init(net: Any, *, density: float, key: jax.Array) -> tuple[dict, 
         lo, hi = (mid, hi) if kernel_params(at(mid)) < density * full else (lo, mid)
     widths = at(hi)
     k_init, k_he = jax.random.split(key)
-    x = jnp.zeros((1,) + tuple(net.input_shape), jnp.float32)
-    variables = jax.tree.map(lambda a: a, dict(net.module(widths).init(k_init, x, train=False)))
-    return set_paths(variables, _kaiming(variables, sorted(kernels), k_he)), widths
+    # Fresh full-size variables sliced to the widths: the norms and biases start as at init,
+    # the kernels are drawn again at their new fan-in.
+    variables = slice_widths(graph, net.init(k_init), widths)
+    return set_paths(variables, _kaiming(graph, variables, sorted(kernels), k_he)), widths

@@ -53,7 +53,8 @@ class Floor:
 
     Attributes:
         min_units: every layer keeps at least this many output units' worth of weights
-            (``min_units * size / shape[-1]``).
+            (``min_units * size / shape[out_axis]``; the output axis comes from the channel
+            graph, see :func:`out_axes`).
         min_ratio: and at least ``min_ratio * density`` of its own weights, i.e. no layer is
             pruned to below this fraction of the global density (a maximum per-layer sparsity
             of ``1 - min_ratio * density``).
@@ -66,15 +67,43 @@ class Floor:
         if self.min_units < 0 or not 0.0 <= self.min_ratio <= 1.0:
             raise ValueError(f"Floor needs min_units >= 0 and min_ratio in [0, 1], got {self}")
 
-    def count(self, shape: tuple[int, ...], density: float) -> int:
+    def count(self, shape: tuple[int, ...], density: float, out_axis: int = -1) -> int:
         """Weights a layer of ``shape`` keeps at least, at global ``density``."""
         size = math.prod(shape)
-        per_unit = size // shape[-1] if shape and shape[-1] else 1
+        per_unit = _per_unit(shape, out_axis)
         return min(size, max(self.min_units * per_unit,
                              math.ceil(self.min_ratio * density * size - 1e-9)))
 
 
 DEFAULT_FLOOR = Floor()
+
+
+def _per_unit(shape: tuple[int, ...], out_axis: int) -> int:
+    """Weights per output unit of a kernel of ``shape`` whose output channels are ``out_axis``."""
+    if not shape or not shape[out_axis]:
+        return 1
+    return math.prod(shape) // shape[out_axis]
+
+
+def out_axes(graph: Any, paths: Any) -> dict[Path, int]:
+    """``{kernel path: its output-channel axis}`` read from the graph's ``out``/``depthwise``
+    members (paths the graph does not describe are left out: the last axis is assumed).
+
+    Example:
+        >>> from subnets.graph import ChannelGraph, Group, Member
+        >>> g = ChannelGraph((Group("h", 3, (Member(("k",), 0, role="out"),)),))
+        >>> out_axes(g, [("k",)])
+        {('k',): 0}
+    """
+    from subnets.importance import KERNEL_ROLES
+
+    want = {tuple(p) for p in paths}
+    out: dict[Path, int] = {}
+    for g in graph.groups:
+        for m in g.members:
+            if m.path in want and m.role in KERNEL_ROLES:
+                out[m.path] = m.axis
+    return out
 
 
 def _top(flat: np.ndarray, k: int) -> np.ndarray:
@@ -99,7 +128,8 @@ def _top(flat: np.ndarray, k: int) -> np.ndarray:
 
 def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
                scope: str = "global", floor: Floor | None = DEFAULT_FLOOR,
-               warn: bool = True) -> dict[Path, np.ndarray]:
+               warn: bool = True, axes: Mapping[Path, int] | None = None,
+               ) -> dict[Path, np.ndarray]:
     """Keep exactly ``k`` weights (``scope="layer"``: ``k[path]`` per layer), guarded.
 
     Args:
@@ -109,6 +139,8 @@ def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
         scope: ``"global"`` or ``"layer"``.
         floor: the per-layer guard (None: a pure global ranking, which can collapse layers).
         warn: emit a :class:`CollapseWarning` per layer :func:`collapse_report` names.
+        axes: ``{path: output-channel axis}`` (:func:`out_axes`); paths not named use the
+            last axis.
 
     Returns:
         ``{path: bool array shaped like the scores}``.
@@ -118,6 +150,7 @@ def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
     if not scores:
         raise ValueError("keep_masks: no scores given")
     arrays = {p: np.asarray(s, np.float64) for p, s in scores.items()}
+    ax = dict(axes or {})
     for p, a in arrays.items():
         if np.isnan(a).any():
             raise ValueError(f"scores for {'/'.join(p)} contain NaN")
@@ -130,7 +163,8 @@ def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
         kept_total = sum(counts.values())
         density = kept_total / total
         if floor is not None:
-            counts = {p: max(c, min(alive[p], floor.count(arrays[p].shape, density)))
+            counts = {p: max(c, min(alive[p], floor.count(arrays[p].shape, density,
+                                                                 ax.get(p, -1))))
                       for p, c in counts.items()}
         out = {p: _top(a.ravel(), counts[p]).reshape(a.shape) for p, a in arrays.items()}
     else:
@@ -138,7 +172,8 @@ def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
         density = k / total
         base = {p: 0 for p in arrays}
         if floor is not None:
-            base = {p: min(alive[p], floor.count(a.shape, density)) for p, a in arrays.items()}
+            base = {p: min(alive[p], floor.count(a.shape, density, ax.get(p, -1)))
+                    for p, a in arrays.items()}
             need = sum(base.values())
             if need > k:  # floors alone exceed the budget: shrink them alike
                 base = {p: int(b * k // need) for p, b in base.items()}
@@ -154,17 +189,18 @@ def keep_masks(scores: Mapping[Path, Any], k: int | Mapping[Path, int], *,
             out[p] = keep[start:start + a.size].reshape(a.shape)
             start += a.size
     if warn:
-        for msg in collapse_report(out, density):
+        for msg in collapse_report(out, density, axes=ax):
             warnings.warn(msg, CollapseWarning, stacklevel=3)
     return out
 
 
 def collapse_report(masks: Mapping[Path, Any], density: float | None = None, *,
-                    ratio: float = 0.1) -> list[str]:
+                    ratio: float = 0.1, axes: Mapping[Path, int] | None = None) -> list[str]:
     """Layers pruned past the collapse threshold, one message each.
 
     A layer is named when it keeps fewer weights than one output unit has (``size /
-    shape[-1]``), or less than ``ratio`` times the global ``density`` (default: the masks').
+    shape[out_axis]``, the axis from ``axes``, default the last), or less than ``ratio`` times
+    the global ``density`` (default: the masks').
 
     Example:
         >>> import numpy as np
@@ -179,7 +215,7 @@ def collapse_report(masks: Mapping[Path, Any], density: float | None = None, *,
     out = []
     for p, m in masks.items():
         shape = np.shape(m)
-        per_unit = sizes[p] // shape[-1] if shape and shape[-1] else 1
+        per_unit = _per_unit(tuple(shape), (axes or {}).get(p, -1))
         d = kept[p] / max(1, sizes[p])
         if kept[p] < per_unit or d < ratio * density:
             out.append(f"layer {'/'.join(map(str, p))} keeps {kept[p]} of {sizes[p]} weights "

@@ -64,7 +64,7 @@ class NestedLevels:
     stats: tuple
 
     def level_variables(self, i: int) -> dict:
-        v = subnets.slice_widths(self.variables, self.net.graph, self.levels[i])
+        v = subnets.slice_widths(self.net.graph, self.variables, self.levels[i])
         return {**v, "batch_stats": self.stats[i]} if self.stats[i] is not None else v
 
 
@@ -86,7 +86,7 @@ def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 
         full, stats = net.apply(v, xb, train=True, mutable=True)
         loss = cross_entropy(full, yb)
         for j in (0, i) if len(levels) > 2 else (0,):
-            masked = subnets.width_mask(v, net.graph, {g: t[j] for g, t in table.items()})
+            masked = subnets.width_mask(net.graph, v, {g: t[j] for g, t in table.items()})
             loss = loss + cross_entropy(net.apply(masked, xb, train=True), yb)
         # Running statistics from the full level; every level re-estimates its own below.
         return loss, stats
@@ -105,7 +105,7 @@ def train_nested(net, x, y, levels, *, steps: int, key: jax.Array, batch: int = 
     pick = np.asarray(jax.random.randint(k_level, (steps,), 1, max(2, len(levels) - 1)))
     for i in tqdm(range(steps), desc=f"train {net.name}", disable=not progress, leave=False):
         variables, opt, _ = step(variables, opt, x[idx[i]], y[idx[i]], pick[i])
-    stats = tuple(_recalibrate(net, subnets.slice_widths(variables, net.graph, w), x)
+    stats = tuple(_recalibrate(net, subnets.slice_widths(net.graph, variables, w), x)
                   for w in levels)
     return NestedLevels(net, variables, tuple(levels), stats)
 

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 20 if args.quick else args.repeats
     net = zoo.create(args.model, num_classes=args.num_classes, input_shape=shape)
     v = _random_variables(net)
-    fam = build_family(net, v, importance.l1(v, net.graph),
+    fam = build_family(net, v, importance.l1(net.graph, v),
                        [float(b) for b in args.budgets.split(",")])
     x = np.random.default_rng(0).random((1,) + net.input_shape, np.float32)
 

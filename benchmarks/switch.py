@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     net = zoo.create(args.model, num_classes=args.num_classes, input_shape=shape)
     v = _random_variables(net)
     budgets = [float(b) for b in args.budgets.split(",")]
-    fam = build_family(net, v, importance.l1(v, net.graph), budgets)
+    fam = build_family(net, v, importance.l1(net.graph, v), budgets)
     batch_shape = (args.batch,) + shape
     t = time.perf_counter()
     fam.compile(batch_shape)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(max(10, repeats // 5)):
         level = r % n
         t0 = time.perf_counter_ns()
-        s = slice_widths(fam.variables, net.graph, fam.levels[level])
+        s = slice_widths(net.graph, fam.variables, fam.levels[level])
         apply(s, x).block_until_ready()
         naive_ns.append(time.perf_counter_ns() - t0)
 

@@ -7,7 +7,7 @@ Example:
     >>> import jax, subnets
     >>> net = subnets.zoo.create("ds-cnn-s", num_classes=12)
     >>> v = net.init(jax.random.key(0))
-    >>> small = subnets.slice_widths(v, net.graph, {"g0": 32, "g1": 32})
+    >>> small = subnets.slice_widths(net.graph, v, {"g0": 32, "g1": 32})
     >>> subnets.cost.macs(net, {"g0": 32, "g1": 32}) < subnets.cost.macs(net)
     True
 

@@ -85,7 +85,7 @@ def test_float_export_matches_jax(dscnn):
 
 def test_sliced_level_is_genuinely_smaller(dscnn, int8_model):
     net, v, x = dscnn
-    half = subnets.slice_widths(v, net.graph, {g.name: g.size // 4 for g in net.graph.free})
+    half = subnets.slice_widths(net.graph, v, {g.name: g.size // 4 for g in net.graph.free})
     small = export.tflite(net, half, representative=x[:32])
     assert len(small) < len(int8_model)
     assert export.measure_arena(small) < export.measure_arena(int8_model)

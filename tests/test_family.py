@@ -41,7 +41,7 @@ def _setup():
 
 def test_levels_equal_masked_full_model():
     net, v, stats, fam, x = _setup()
-    masked_apply = jax.jit(lambda w, vv, xx: net.apply(subnets.width_mask(vv, net.graph, w), xx))
+    masked_apply = jax.jit(lambda w, vv, xx: net.apply(subnets.width_mask(net.graph, vv, w), xx))
     outs = []
     for i, level in enumerate(fam.levels):
         full = {**v, "batch_stats": stats[i]}

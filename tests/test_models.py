@@ -61,8 +61,8 @@ def test_macs_of_own_models_count_every_layer():
 def test_slice_equals_mask(name):
     model, v, x = _setup(name)
     widths = _half(model)
-    sliced = subnets.slice_widths(v, model.graph, widths)
-    masked = subnets.width_mask(v, model.graph, widths)
+    sliced = subnets.slice_widths(model.graph, v, widths)
+    masked = subnets.width_mask(model.graph, v, widths)
     _close(jax.jit(model.apply)(sliced, x), jax.jit(model.apply)(masked, x))
 
 
@@ -71,7 +71,7 @@ def test_permutation_keeps_function(name):
     model, v, x = _setup(name)
     rng = np.random.default_rng(3)
     perm = {g.name: rng.permutation(g.size) for g in model.graph.free}
-    _close(model.apply(subnets.permute(v, model.graph, perm), x), model.apply(v, x))
+    _close(model.apply(subnets.permute(model.graph, v, perm), x), model.apply(v, x))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -88,7 +88,7 @@ def test_train_mode_returns_updated_statistics(name):
 @pytest.mark.parametrize("name", ["chain_mlp", "dw_cnn"])
 def test_select_widths_and_build_family_on_chains(name):
     model, v, x = _setup(name)
-    scores = subnets.importance.l1(v, model.graph)
+    scores = subnets.importance.l1(model.graph, v)
     fam = build_family(model, v, scores, [0.3, 0.6], min_units=1)
     full = cost.macs(model)
     for lv, b in zip(fam.levels[:-1], (0.3, 0.6), strict=True):
@@ -102,12 +102,12 @@ def test_select_widths_and_build_family_on_chains(name):
 
 def test_build_family_with_explicit_levels_on_the_residual_model():
     model, v, x = _setup("res_mlp")
-    scores = subnets.importance.l1(v, model.graph)
+    scores = subnets.importance.l1(model.graph, v)
     levels = [{g.name: max(1, g.size // 4) for g in model.graph.free}, _half(model)]
     fam = build_family(model, v, scores, [0.25, 0.5], levels=levels)
     assert len(fam) == 3
     for i, lv in enumerate(fam.levels):
-        masked = subnets.width_mask(fam.variables, model.graph, lv)
+        masked = subnets.width_mask(model.graph, fam.variables, lv)
         _close(fam.apply(x, i), model.apply(masked, x))
 
 
@@ -163,7 +163,7 @@ def test_portfolio_save_load_needs_no_model(name, tmp_path):
     model, v, x = _setup(name)
     p = Portfolio(model=model)
     p.add("full", v)
-    p.add("half", subnets.slice_widths(v, model.graph, _half(model)))
+    p.add("half", subnets.slice_widths(model.graph, v, _half(model)))
     path = tmp_path / "p.subnets"
     p.save(path)
     back = Portfolio.load(path)

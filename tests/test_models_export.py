@@ -20,7 +20,7 @@ def test_int8_tflite_of_own_models_agrees_with_jax(make):
 
     model = make()
     v = randomize(model.init(jax.random.key(0)))
-    small = subnets.slice_widths(v, model.graph,
+    small = subnets.slice_widths(model.graph, v,
                                  {g.name: max(1, g.size // 2) for g in model.graph.free})
     rep = batch(model, n=64, seed=7)
     sizes = []

@@ -23,14 +23,14 @@ def test_sliced_variables_run_where_flax_refuses_them():
     v = randomize(model.init(jax.random.key(0)))
     x = batch(model)
     widths = {g.name: 5 for g in model.graph.free}
-    small = subnets.slice_widths(v, model.graph, widths)
+    small = subnets.slice_widths(model.graph, v, widths)
     try:
         ChainMLP().apply(small, x)
         refused = False
     except Exception:  # flax.errors.ScopeParamShapeError
         refused = True
     assert refused
-    masked = subnets.width_mask(v, model.graph, widths)
+    masked = subnets.width_mask(model.graph, v, widths)
     np.testing.assert_allclose(np.asarray(model.apply(small, x)),
                                np.asarray(model.apply(masked, x)), rtol=1e-4, atol=1e-4)
 

@@ -45,7 +45,7 @@ def test_sliced_arrays_run_through_the_module_and_match_the_program():
     v = randomize(model.init(jax.random.key(0)))
     x = batch(model)
     widths = {g.name: max(1, g.size // 3) for g in model.graph.free}
-    small = subnets.slice_widths(v, model.graph, widths)
+    small = subnets.slice_widths(model.graph, v, widths)
     got = model.apply(small, x)  # the NNX module itself, on smaller arrays
     ref = subnets.graph.run(model.graph, small, x)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
@@ -56,8 +56,8 @@ def test_depthwise_model_slices_through_the_program():
     v = randomize(model.init(jax.random.key(0)))
     x = batch(model)
     widths = {g.name: 3 for g in model.graph.free}
-    small = subnets.slice_widths(v, model.graph, widths)
-    masked = subnets.width_mask(v, model.graph, widths)
+    small = subnets.slice_widths(model.graph, v, widths)
+    masked = subnets.width_mask(model.graph, v, widths)
     np.testing.assert_allclose(np.asarray(model.apply(small, x)),
                                np.asarray(model.apply(masked, x)), rtol=1e-4, atol=1e-4)
 

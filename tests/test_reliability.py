@@ -133,13 +133,13 @@ def test_width_mask_and_permute_are_validated(dnn):
     net, v = dnn
     g = net.graph.free[0]
     with pytest.raises(ValueError, match="outside"):
-        width_mask(v, net.graph, {g.name: g.size + 1})
+        width_mask(net.graph, v, {g.name: g.size + 1})
     for bad in (np.zeros(g.size, int), -np.arange(g.size), np.ones(g.size, bool),
                 np.arange(g.size)[::-1] * 1.0):
         with pytest.raises((ValueError, TypeError), match="perm for group"):
-            permute(v, net.graph, {g.name: bad})
+            permute(net.graph, v, {g.name: bad})
     # Under jit a width mask still works (traced widths are not inspected).
-    out = jax.jit(lambda w: width_mask(v, net.graph, {g.name: w}))(3)
+    out = jax.jit(lambda w: width_mask(net.graph, v, {g.name: w}))(3)
     assert out is not None
 
 

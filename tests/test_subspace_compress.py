@@ -65,7 +65,7 @@ def test_structured_deploy_equals_slice_widths_through_a_flatten():
     widths = subspace.channel_counts(net.graph, width)
     a = subspace.structured(net.graph).deploy(v, width)
     assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(a))
-    b = subnets.slice_widths(v, net.graph, widths)
+    b = subnets.slice_widths(net.graph, v, widths)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, np.asarray(y)), a, b)
     net.graph.validate(a, widths=widths)
 

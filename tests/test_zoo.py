@@ -21,9 +21,9 @@ def _jitted(net, kind):
         if kind == "apply":
             fn = jax.jit(net.apply)
         elif kind == "permuted":
-            fn = jax.jit(lambda v, p, x: net.apply(subnets.permute(v, net.graph, p), x))
+            fn = jax.jit(lambda v, p, x: net.apply(subnets.permute(net.graph, v, p), x))
         else:
-            fn = jax.jit(lambda v, w, x: net.apply(subnets.width_mask(v, net.graph, w), x))
+            fn = jax.jit(lambda v, w, x: net.apply(subnets.width_mask(net.graph, v, w), x))
         _JIT[key] = fn
     return _JIT[key]
 
@@ -61,7 +61,7 @@ def test_permutation_keeps_function(zoo_nets, name, seed):
 def test_slice_equals_mask(zoo_nets, name, data):
     net, v, x = zoo_nets[name]
     widths = {g.name: data.draw(st.integers(1, g.size), label=g.name) for g in net.graph.free}
-    sliced = subnets.slice_widths(v, net.graph, widths)
+    sliced = subnets.slice_widths(net.graph, v, widths)
     net.graph.validate(sliced, widths=widths)
     _close(_jitted(net, "apply")(sliced, x), _jitted(net, "masked")(v, widths, x))
 
@@ -69,10 +69,10 @@ def test_slice_equals_mask(zoo_nets, name, data):
 def test_width_mask_vmaps_over_widths(zoo_nets):
     net, v, x = zoo_nets["ds-cnn-s"]
     ws = {g.name: jnp.array([g.size, g.size // 2, 3]) for g in net.graph.free}
-    out = jax.jit(jax.vmap(lambda w: net.apply(subnets.width_mask(v, net.graph, w), x)))(ws)
+    out = jax.jit(jax.vmap(lambda w: net.apply(subnets.width_mask(net.graph, v, w), x)))(ws)
     for i in range(3):
         w = {k: int(a[i]) for k, a in ws.items()}
-        _close(out[i], net.apply(subnets.slice_widths(v, net.graph, w), x))
+        _close(out[i], net.apply(subnets.slice_widths(net.graph, v, w), x))
 
 
 def test_depthwise_impls_agree(zoo_nets):

@@ -15,7 +15,7 @@ Example:
     ...     variables = net.init(jax.random.key(0))
     ...     levels = [{"h0": 8, "h1": 8, "h2": 8}, net.graph.full_widths()]
     ...     def level_variables(self, i):
-    ...         return subnets.slice_widths(self.variables, self.net.graph, self.levels[i])
+    ...         return subnets.slice_widths(self.net.graph, self.variables, self.levels[i])
     >>> x = np.random.default_rng(0).random((32, 8), dtype=np.float32)
     >>> import tempfile; out = tempfile.mkdtemp()
     >>> m = export_family(Fam(), out, representative=x, eval_data=(x, np.zeros(32, int)),
@@ -116,7 +116,7 @@ class SlicedLevels:
     def level_variables(self, i: int) -> dict:
         from subnets.transforms import slice_widths
 
-        return slice_widths(self.variables, self.net.graph, self.levels[i])
+        return slice_widths(self.net.graph, self.variables, self.levels[i])
 
 
 def _float_logits(net: Any, variables: Mapping, x: np.ndarray) -> np.ndarray:

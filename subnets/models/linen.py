@@ -20,7 +20,7 @@ Example: a residual MLP, sliced without writing a width-parameterised module.
     >>> len(model.graph.free)  # the residual add joins both hidden layers into one group
     1
     >>> g = model.graph.free[0].name
-    >>> small = subnets.slice_widths(v, model.graph, {g: 8})
+    >>> small = subnets.slice_widths(model.graph, v, {g: 8})
     >>> model.apply(small, np.ones((2, 10), np.float32)).shape
     (2, 4)
 

@@ -5,7 +5,7 @@ Example:
     >>> from subnets import nested
     >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     >>> v = net.init(jax.random.key(0))
-    >>> fam = nested.build_family(net, v, subnets.importance.l1(v, net.graph), [0.25, 0.5])
+    >>> fam = nested.build_family(net, v, subnets.importance.l1(net.graph, v), [0.25, 0.5])
     >>> [round(subnets.cost.macs(net, w) / subnets.cost.macs(net), 2) <= b
     ...  for w, b in zip(fam.levels, [0.25, 0.5, 1.0])]
     [True, True, True]

@@ -142,7 +142,7 @@ def make_joint_step(net: Any, levels: Sequence[Mapping[str, int]], *,
         v = {**rest, "params": params}
         if stats is not None:
             v["batch_stats"] = stats
-        logits, new = net.apply(slice_widths(v, graph, level_widths), x, train=True,
+        logits, new = net.apply(slice_widths(graph, v, level_widths), x, train=True,
                                 mutable=True)
         if stats is not None:
             # The level updated only its prefix of each statistic; write it back in place.

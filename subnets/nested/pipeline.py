@@ -6,7 +6,7 @@ Example:
     >>> from subnets.nested.pipeline import build_family
     >>> net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     >>> v = net.init(jax.random.key(0))
-    >>> scores = subnets.importance.l1(v, net.graph)
+    >>> scores = subnets.importance.l1(net.graph, v)
     >>> fam = build_family(net, v, scores, [0.5])
     >>> len(fam.levels), subnets.cost.macs(net, fam.levels[0]) <= subnets.cost.macs(net) / 2
     (2, True)
@@ -92,7 +92,7 @@ def score_channels(net: Any, variables: Mapping, method: str, x: np.ndarray, y: 
 
     if method in ("l1", "l1_bn"):
         # Per-group mean 1: raw weight norms are not comparable across layers (see normalize).
-        scores = importance.l1(variables, net.graph, fold_norm=method == "l1_bn")
+        scores = importance.l1(net.graph, variables, fold_norm=method == "l1_bn")
         return importance.normalize(scores), None
     if method == "random":
         return importance.random(net.graph, key=key), None
@@ -149,7 +149,7 @@ def build_family(net: Any, variables: Mapping, scores: Mapping[str, Any],
         # Family checks the groups, the ranges and the nesting.
     if not levels or levels[-1] != full:
         levels = [*levels, full]
-    permuted = permute(variables, net.graph, importance.permutation(scores))
+    permuted = permute(net.graph, variables, importance.permutation(scores))
     stats = permuted.get("batch_stats")
     # Per-level statistics from the start (all equal to the trained ones), so fine-tuning can
     # swap in per-level statistics without changing the executables' argument structure.

@@ -145,7 +145,7 @@ class Family:
         """Level ``i``'s variables, physically sliced: a prefix of every array."""
         i = self._index(i)
         v = self._with_stats(self.variables, self.level_batch_stats, i)
-        return slice_widths(v, self.net.graph, self.levels[i])
+        return slice_widths(self.net.graph, v, self.levels[i])
 
     # ------------------------------------------------------------------ compiled execution
     def _level_fn(self, i: int):
@@ -153,7 +153,7 @@ class Family:
 
         def run(variables, stats, x):
             v = self._with_stats(variables, stats, i)
-            return net.apply(slice_widths(v, graph, widths), x)
+            return net.apply(slice_widths(graph, v, widths), x)
 
         return run
 

@@ -75,14 +75,14 @@ def structured(graph: ChannelGraph, low: float = 0.25, high: float = 1.0) -> Com
     gamma, alpha_of = _linear(low, high)
 
     def compress(variables, width):
-        return width_mask(variables, graph, channel_counts(graph, width))
+        return width_mask(graph, variables, channel_counts(graph, width))
 
     def deploy(variables, width):
         if not 0.0 < float(width) <= 1.0:
             raise ValueError(f"width must be in (0, 1], got {width}")
         # Host-side NumPy slicing (slice_widths does that for concrete arrays); plain numpy
         # leaves, as the other deploys return.
-        sliced = slice_widths(variables, graph, channel_counts(graph, float(width)))
+        sliced = slice_widths(graph, variables, channel_counts(graph, float(width)))
         return jax.tree.map(np.asarray, sliced)
 
     return Compression("structured", gamma, alpha_of, compress, deploy)

@@ -90,7 +90,7 @@ def level_loss(net: Any, tr: dict, sub: Subspace, alpha: Any, width: float, x, y
     graph = net.graph
     counts = channel_counts(graph, float(width))
     v = weights(_with(sub, tr), alpha)
-    logits, stats = net.apply(slice_widths(v, graph, counts), x, train=True, mutable=True)
+    logits, stats = net.apply(slice_widths(graph, v, counts), x, train=True, mutable=True)
     active = {}
     if "batch_stats" in sub.base:
         old = sub.base["batch_stats"]

@@ -207,7 +207,7 @@ def make_loss(net: Any, config: LCSConfig, total_steps: int):
         active = {}
         if "batch_stats" in sub.base and sub.compression == "structured":
             ones = jax.tree.map(jnp.ones_like, s.base)
-            active = width_mask(ones, net.graph, channel_counts(net.graph, level))["batch_stats"]
+            active = width_mask(net.graph, ones, channel_counts(net.graph, level))["batch_stats"]
         return cross_entropy(logits, y), (stats, active, seen)
 
     def loss(tr, sub, alphas, x, y, step):

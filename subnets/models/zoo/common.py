@@ -8,7 +8,7 @@ Example: the same ``apply`` runs the full and a width-sliced variables tree.
     >>> import jax, numpy as np, subnets
     >>> net = subnets.zoo.create("cnn-s", num_classes=12)
     >>> v = net.init(jax.random.key(0))
-    >>> half = subnets.transforms.slice_widths(v, net.graph, {"c0": 14})
+    >>> half = subnets.transforms.slice_widths(net.graph, v, {"c0": 14})
     >>> x = np.zeros((1, *net.input_shape), np.float32)
     >>> net.apply(v, x).shape == net.apply(half, x).shape == (1, 12)
     True

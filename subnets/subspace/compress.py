@@ -372,7 +372,7 @@ def at_level(subspace: Subspace, net: Any, *, width: float | None = None,
 
     Args:
         subspace: a trained :class:`Subspace`.
-        net: the zoo net it belongs to.
+        net: the model it belongs to.
         width: structured width factor in (0, 1] (arrays are physically sliced).
         density: fraction of weights kept per pruned layer, in (0, 1].
         bits: integer weight bit width in [2, 16].

@@ -189,7 +189,7 @@ def init_line(net: Any, *, key: jax.Array, compression: str = "structured",
     """The reference's endpoint initialisation: two independent inits of every kernel.
 
     Kernels of both ends are drawn with different keys (the reference draws Kaiming-normal for
-    ``weight`` and ``weight1``; we use the zoo's initialiser for both); norm endpoints both
+    ``weight`` and ``weight1``; we use the model's initialiser for both); norm endpoints both
     start at scale 1, shift 0, as the reference's ``weight1``/``bias1`` do.
     """
     k0, k1 = jax.random.split(key)

@@ -75,7 +75,7 @@ def _assert_same(name, v, new, key, norm=None):
 def _property(name, seed, frac):
     net = _net(name)
     v = _kill(net, net.init(jax.random.key(seed % 1000)), np.random.default_rng(seed), frac)
-    new, widths = remove_dead(v, net, check=False)
+    new, widths = remove_dead(net, v, check=False)
     net.graph.validate(new, widths=widths)
     _assert_same(name, v, new, jax.random.key(seed + 1))
     full = net.graph.sizes
@@ -106,7 +106,7 @@ def test_dead_through_depthwise_only_is_removed():
     name = "ds-cnn-s"
     net = _net(name)
     v = _kill(net, net.init(jax.random.key(0)), np.random.default_rng(0), 0.3, depthwise=True)
-    new, widths = remove_dead(v, net, check=False)
+    new, widths = remove_dead(net, v, check=False)
     _assert_same(name, v, new, jax.random.key(1))
     assert widths["g0"] < 64
 
@@ -117,11 +117,11 @@ def test_residual_channel_dead_in_one_branch_only_is_kept():
     v = net.init(jax.random.key(0))
     k = v["params"]["s0b0_conv3"]["kernel"]
     v["params"]["s0b0_conv3"]["kernel"] = k.at[..., :8].set(0.0)  # s0b0_down still feeds them
-    new, widths = remove_dead(v, net)
+    new, widths = remove_dead(net, v)
     assert widths["s0"] == 64
     v["params"]["s0b0_down"]["kernel"] = v["params"]["s0b0_down"]["kernel"].at[..., :8].set(0.0)
     v["params"]["s0b1_conv3"]["kernel"] = v["params"]["s0b1_conv3"]["kernel"].at[..., :8].set(0.0)
-    new, widths = remove_dead(v, net)  # the stream is exactly 0 there now
+    new, widths = remove_dead(net, v)  # the stream is exactly 0 there now
     assert widths["s0"] < 64
     _assert_same(name, v, new, jax.random.key(2))
 
@@ -132,7 +132,7 @@ def test_same_padding_keeps_a_nonzero_constant_but_not_a_zero_one():
     v = net.init(jax.random.key(0))
     v["params"]["conv0"]["kernel"] = v["params"]["conv0"]["kernel"].at[..., :2].set(0.0)
     v["params"]["norm0"]["bias"] = v["params"]["norm0"]["bias"].at[0].set(2.0).at[1].set(-2.0)
-    new, widths = remove_dead(v, net)
+    new, widths = remove_dead(net, v)
     # channel 0 emits relu(2) into a 3x3 SAME conv: borders differ, so it stays
     assert widths["v0"] == 63
     np.testing.assert_array_equal(np.asarray(new["params"]["norm0"]["bias"])[0], 2.0)
@@ -145,10 +145,10 @@ def test_graph_only_removes_only_zero_emitting_channels():
     v = net.init(jax.random.key(0))
     v["params"]["conv0"]["kernel"] = v["params"]["conv0"]["kernel"].at[..., :3].set(0.0)
     v["params"]["conv0"]["bias"] = v["params"]["conv0"]["bias"].at[2].set(1.0)
-    new, widths = remove_dead(v, net.graph)
+    new, widths = remove_dead(net.graph, v)
     assert widths["c0"] == 26  # channel 2 emits a constant; without the Net it is kept
     _assert_same(name, v, new, jax.random.key(4))
-    new2, widths2 = remove_dead(v, net)
+    new2, widths2 = remove_dead(net, v)
     assert widths2["c0"] == 25
     _assert_same(name, v, new2, jax.random.key(5))
 
@@ -156,11 +156,23 @@ def test_graph_only_removes_only_zero_emitting_channels():
 def test_refusals_are_clear():
     net = subnets.zoo.create("vgg16", num_classes=5, input_shape=(8, 8, 3), norm="group")
     v = net.init(jax.random.key(0))
-    with pytest.raises(ValueError, match="GroupNorm"):
-        remove_dead(v, net)
-    with pytest.raises(TypeError, match="Net or a ChannelGraph"):
+    with pytest.raises(ValueError, match=r"norm params/norm0 .*GroupNorm"):
+        remove_dead(net, v)
+    with pytest.raises(TypeError, match="model or a ChannelGraph"):
         remove_dead(v, {"not": "a graph"})
     bad = {"params": {**v["params"], "conv0": {**v["params"]["conv0"],
                                                "bias": jnp.zeros(3)}}}
     with pytest.raises(ValueError, match="conv0/bias"):
-        remove_dead(bad, _net("vgg16"))
+        remove_dead(_net("vgg16"), bad)
+
+
+def test_old_argument_order_warns_and_agrees():
+    net = _net("dnn-s")
+    v = net.init(jax.random.key(0))
+    v["params"]["dense0"]["kernel"] = v["params"]["dense0"]["kernel"].at[:, :5].set(0.0)
+    new, widths = remove_dead(net, v)
+    with pytest.warns(DeprecationWarning, match="remove_dead\\(model_or_graph, variables\\)"):
+        old, widths_old = remove_dead(v, net)
+    assert widths == widths_old and widths["h0"] == 139
+    for (p, a), (_, b) in zip(leaf_paths(new), leaf_paths(old), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg="/".join(p))

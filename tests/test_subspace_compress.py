@@ -181,3 +181,29 @@ def test_init_act_ranges_only_for_quantized():
     net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(8,))
     with pytest.raises(ValueError, match="quantized"):
         subspace.init_act_ranges(net, subspace.point(random_variables(net)), np.ones((2, 8)))
+
+
+def test_act_quant_reaches_depthwise_inputs():
+    net = subnets.zoo.create("vision-ds-cnn", num_classes=5, input_shape=(8, 8, 1))
+    v = net.init(jax.random.key(0))  # positive running variances
+    x = np.random.default_rng(4).normal(size=(4, 8, 8, 1)).astype(np.float32)
+    _, seen = subspace.act_quant_apply(net, v, x, 8, observe=True)
+    dws = [".".join(lay.path[1:-1]) for lay in net.graph.layers if lay.kind == "depthwise"]
+    assert set(dws) <= set(seen) and "stem" not in seen and "classifier" not in seen
+    # only dw1's range differs between the two runs: its input is quantised, so outputs differ
+    ranges = {k: np.asarray(r) for k, r in seen.items()}
+    wide = {**ranges, "dw1": np.array([-1e3, 1e3], np.float32)}
+    a = np.asarray(subspace.act_quant_apply(net, v, x, 3, ranges=ranges))
+    b = np.asarray(subspace.act_quant_apply(net, v, x, 3, ranges=wide))
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_output_groups_by_roles():
+    net = subnets.zoo.create("ds-cnn-s", num_classes=4)
+    groups = subspace.output_groups(net.graph)
+    assert groups[("params", "stem", "kernel")] == "g0"
+    assert groups[("params", "dw0", "kernel")] == "g0"  # depthwise: its output is its input
+    assert groups[("params", "pw0_norm")] == "g1"
+    assert ("params", "classifier", "kernel") not in groups  # the logits' group is fixed
+    with pytest.warns(DeprecationWarning):
+        assert subspace.output_groups(net.init(jax.random.key(0)), net.graph) == groups

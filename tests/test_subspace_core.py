@@ -21,9 +21,9 @@ def toy(seed: int) -> dict:
 
 def test_line_paths_structured_only_norms():
     v = toy(0)
-    assert subspace.line_paths(v, "structured") == [("params", "n0", "scale"),
+    assert subspace.line_paths(None, v, "structured") == [("params", "n0", "scale"),
                                                    ("params", "n0", "bias")]
-    assert len(subspace.line_paths(v, "unstructured")) == 6
+    assert len(subspace.line_paths(None, v, "unstructured")) == 6
 
 
 def test_point_has_no_end_and_weights_are_base():
@@ -40,7 +40,7 @@ def test_weights_are_the_line(alpha, comp):
     v0, v1 = toy(0), toy(1)
     s = subspace.line(v0, v1, compression=comp)
     w = subspace.weights(s, alpha)
-    lines = set(subspace.line_paths(v0, comp))
+    lines = set(subspace.line_paths(None, v0, comp))
     for p in [("params", m, k) for m in v0["params"] for k in v0["params"][m]]:
         expect = get_path(v0, p)
         if p in lines:
@@ -51,7 +51,7 @@ def test_weights_are_the_line(alpha, comp):
 def test_line_endpoints():
     v0, v1 = toy(0), toy(1)
     s = subspace.line(v0, v1, compression="unstructured")
-    for p in subspace.line_paths(v0, "unstructured"):
+    for p in subspace.line_paths(None, v0, "unstructured"):
         np.testing.assert_allclose(get_path(subspace.weights(s, 0.0), p), get_path(v0, p))
         np.testing.assert_allclose(get_path(subspace.weights(s, 1.0), p), get_path(v1, p))
 
@@ -104,3 +104,27 @@ def test_init_line_draws_independent_kernels():
     k1 = np.asarray(s.end["params"]["dense1"]["kernel"])
     assert k0.shape == k1.shape and not np.allclose(k0, k1)
     assert float(subspace.regulariser(s)) < 0.05  # independent draws are near-orthogonal
+
+
+def test_line_paths_and_regulariser_read_the_graph():
+    import jax
+
+    import subnets
+
+    net = subnets.zoo.create("cnn-s", num_classes=3)
+    v = net.init(jax.random.key(0))
+    norms = [p for n in net.graph.norms for p in (n.scale, n.shift)]
+    assert sorted(subspace.line_paths(net.graph, v, "structured")) == sorted(norms)
+    with pytest.warns(DeprecationWarning, match="line_paths\\(graph, variables"):
+        assert subspace.line_paths(v, "structured") == subspace.line_paths(
+            net.graph, v, "structured")
+    s = subspace.init_line(net, key=jax.random.key(1), compression="unstructured")
+    kernels = {lay.path for lay in net.graph.layers}
+    scales = {n.scale for n in net.graph.norms}
+    assert set(s.cosine) == kernels | scales
+    a = np.concatenate([np.ravel(get_path(s.base, p)) for p in s.cosine])
+    b = np.concatenate([np.ravel(get_path(s.end, p)) for p in s.cosine])
+    expect = (a @ b) ** 2 / ((a @ a) * (b @ b))
+    np.testing.assert_allclose(float(subspace.regulariser(s)), expect, rtol=1e-4)
+    structured = subspace.init_line(net, key=jax.random.key(1))
+    assert set(structured.cosine) == scales

@@ -281,3 +281,34 @@ def test_levels_unroll_trains_exactly_like_vmap(compression):
                  a.subspace.base, b.subspace.base)
     with pytest.raises(ValueError, match="levels"):
         subspace.LCSConfig(levels="map")
+
+
+def test_recalibrate_reads_each_norms_momentum_or_measures_it():
+    from subnets.models import from_linen
+
+    class Slow(nn.Module):  # momentum 0.5, not the zoo's 0.9
+        @nn.compact
+        def __call__(self, x, train=False):
+            h = nn.Dense(4, name="d")(x)
+            return nn.BatchNorm(use_running_average=not train, momentum=0.5, name="bn")(h)
+
+    x = np.random.default_rng(1).normal(size=(32, 3)).astype(np.float32)
+    model = from_linen(Slow(), x[:4])
+    assert set(baselines.momenta(model.graph).values()) == {0.5}
+    v = model.init(jax.random.key(0))
+    h = x @ np.asarray(v["params"]["d"]["kernel"]) + np.asarray(v["params"]["d"]["bias"])
+    out = baselines.recalibrate(model, v, x, batch_size=32)
+    np.testing.assert_allclose(out["batch_stats"]["bn"]["mean"], h.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["batch_stats"]["bn"]["var"], h.var(0), rtol=1e-4, atol=1e-5)
+    # a graph without the momentum: measured from the model, same statistics
+    norms = tuple(dataclasses.replace(n, momentum=None) for n in model.graph.norms)
+    blind = dataclasses.replace(model.graph, norms=norms)
+    assert baselines.momenta(blind) == {}
+
+    class Blind:
+        graph, input_shape, init = blind, model.input_shape, model.init
+        apply = staticmethod(model.apply)
+
+    again = baselines.recalibrate(Blind(), v, x, batch_size=32)
+    np.testing.assert_allclose(again["batch_stats"]["bn"]["var"], h.var(0), rtol=1e-4,
+                               atol=1e-5)

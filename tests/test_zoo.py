@@ -151,3 +151,11 @@ def test_v1_metadata_rebuilds_the_zoo_model():
     net = zoo.from_meta({"model": "cnn-s", "num_classes": 3, "input_shape": [49, 10, 1],
                          "norm": "batch"})
     assert net.name == "cnn-s" and net.graph["out"].size == 3
+
+
+def test_group_norm_models_are_traced_too():
+    net = zoo.create("vgg16", num_classes=5, input_shape=(8, 8, 3), norm="group")
+    graph = net.graph
+    assert graph.program and len(graph.norms) == 13  # traced, not declared: it has a program
+    assert all(n.mixes_channels and n.mean is None for n in graph.norms)
+    assert graph.norm_of(("params", "conv0", "kernel")).id == ("params", "norm0")

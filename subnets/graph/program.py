@@ -120,7 +120,8 @@ def _norm(norm: Norm, variables: Mapping, op: Op, h: jax.Array, train: bool,
     return y if shift is None else y + shift
 
 
-def run(graph: ChannelGraph, variables: Mapping, x: Any, *, train: bool = False) -> Any:
+def run(graph: ChannelGraph, variables: Mapping, x: Any, *, train: bool = False,
+        hook: Callable[[Op, tuple], tuple] | None = None) -> Any:
     """Execute ``graph.program`` on ``variables`` and a batch ``x``.
 
     Args:
@@ -128,6 +129,9 @@ def run(graph: ChannelGraph, variables: Mapping, x: Any, *, train: bool = False)
         variables: full, permuted, masked or sliced variables.
         x: a batch of inputs.
         train: batch statistics in running-statistics norms, and return their update.
+        hook: ``hook(op, inputs) -> inputs``, called before every op with its input values
+            (a tuple) and returning the values the op then reads, e.g. to fake-quantise every
+            layer's input or mask channels; ``None`` runs the program as it is.
 
     Returns:
         The logits; with ``train=True``, ``(logits, new_batch_stats)`` where the second is the
@@ -144,6 +148,8 @@ def run(graph: ChannelGraph, variables: Mapping, x: Any, *, train: bool = False)
     out = None
     for op in graph.program:
         ins = [vals[i] for i in op.inputs]
+        if hook is not None:
+            ins = list(hook(op, tuple(ins)))
         k = op.kind
         if k == "layer":
             y = _layer(graph, variables, op, ins[0])

@@ -59,3 +59,30 @@ def as_plain(tree: Any) -> dict:
     if isinstance(tree, Mapping):
         return {str(k): as_plain(v) for k, v in tree.items()}
     return jax.numpy.asarray(tree)
+
+
+def flax_roles(variables: Mapping) -> dict[tuple[str, ...], str]:
+    """Roles of ``params`` leaves guessed from Flax's leaf names, for variables with no graph.
+
+    ``kernel`` -> ``"layer"``; in a module with a ``scale`` and no ``kernel`` (a norm):
+    ``scale`` -> ``"norm_scale"``, ``bias`` -> ``"norm_shift"``. Only this package's models
+    layer knows the names; algorithms read roles from the graph and use this when there is
+    none (e.g. a bare variables tree).
+
+    Example:
+        >>> import numpy as np
+        >>> v = {"params": {"d": {"kernel": np.ones((2, 2))},
+        ...                 "n": {"scale": np.ones(2), "bias": np.zeros(2)}}}
+        >>> sorted(flax_roles(v).values())
+        ['layer', 'norm_scale', 'norm_shift']
+    """
+    from subnets.graph import get_path
+
+    out: dict[tuple[str, ...], str] = {}
+    for path, _ in leaf_paths(variables.get("params", {}), ("params",)):
+        module = get_path(variables, path[:-1])
+        if path[-1] == "kernel":
+            out[path] = "layer"
+        elif "scale" in module and "kernel" not in module and path[-1] in ("scale", "bias"):
+            out[path] = "norm_scale" if path[-1] == "scale" else "norm_shift"
+    return out

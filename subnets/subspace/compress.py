@@ -28,12 +28,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets.graph import ChannelGraph, get_path, set_paths
+from subnets.graph import ChannelGraph, Op, get_path, run, set_paths
 from subnets.subspace.core import Subspace, weights
 from subnets.transforms import fake_quant, prunable_paths, slice_widths, topk_mask, width_mask
 
@@ -159,21 +158,38 @@ def make(kind: str, graph: ChannelGraph, low: float, high: float) -> Compression
 ACT_RANGES = "act_ranges"  # the variables collection of running activation ranges
 
 
+def _run(net: Any, variables: Mapping, x: jax.Array, hook: Callable, train: bool,
+         mutable: bool) -> Any:
+    """``subnets.graph.run`` with the model ``apply`` conventions (``train``, ``mutable``)."""
+    graph = net.graph
+    if not train:
+        logits = run(graph, variables, x, hook=hook)
+        return (logits, variables.get("batch_stats", {})) if mutable else logits
+    logits, stats = run(graph, variables, x, train=True, hook=hook)
+    return (logits, stats) if mutable else logits
+
+
+def range_key(layer_path: tuple) -> str:
+    """The ``act_ranges`` key of a layer: its kernel path without the collection and leaf."""
+    return ".".join(layer_path[1:-1]) or ".".join(layer_path)
+
+
 def act_quant_apply(net: Any, variables: Mapping, x: jax.Array, bits: Any, *,
                     enabled: Any = True, ranges: Mapping[str, Any] | None = None,
                     observe: bool = False, train: bool = False, mutable: bool = False) -> Any:
-    """``net.apply`` with the input of every inner conv/dense fake-quantised to ``bits``.
+    """The model with the input of every inner layer fake-quantised to ``bits``.
 
-    The zoo has no activation-quantisation hook, so this intercepts the Flax ``Conv``/``Dense``
-    calls (the stem and classifier inputs stay float, as in the reference). A module's range is
-    ``ranges[name]`` (``[lo, hi]``), by default the running ranges that training keeps in
-    ``variables["act_ranges"]`` (see :func:`init_act_ranges`), so an example's output does not
-    depend on the rest of its batch; a module without one uses the batch's own min/max.
-    ``enabled`` may be a traced bool (off during warm-up).
+    The graph's program runs (:func:`subnets.graph.run`) with a hook that fake-quantises the
+    input of every layer op (dense, conv and depthwise alike) except the first and the last
+    (the stem and classifier inputs stay float, as in the reference). A layer's range is
+    ``ranges[key]`` (``[lo, hi]``, ``key`` from :func:`range_key`), by default the running
+    ranges that training keeps in ``variables["act_ranges"]`` (see :func:`init_act_ranges`),
+    so an example's output does not depend on the rest of its batch; a layer without one uses
+    the batch's own min/max. ``enabled`` may be a traced bool (off during warm-up).
 
     Returns:
         what ``net.apply`` returns; with ``observe``, the pair ``(that, seen)`` where ``seen``
-        maps each quantised module to the ``[min, max]`` of its float input in this batch.
+        maps each quantised layer to the ``[min, max]`` of its float input in this batch.
 
     Example:
         >>> import jax, numpy as np, subnets
@@ -190,26 +206,23 @@ def act_quant_apply(net: Any, variables: Mapping, x: jax.Array, bits: Any, *,
         min/max ranges).
     """
     prunable = prunable_paths(variables, net.graph)
-    skip = {p[1] for p in prunable[:1] + prunable[-1:]}
+    skip = set(prunable[:1] + prunable[-1:])
     if ranges is None:
         ranges = variables.get(ACT_RANGES, {})
     variables = {k: v for k, v in variables.items() if k != ACT_RANGES}
     seen = {}
 
-    def interceptor(next_fun, args, kwargs, context):
-        m = context.module
-        if (context.method_name == "__call__" and isinstance(m, nn.Conv | nn.Dense)
-                and m.name not in skip and args):
-            h = args[0]
-            if observe:
-                seen[m.name] = jnp.stack([jnp.min(h), jnp.max(h)]).astype(jnp.float32)
-            r = ranges.get(m.name)
-            q = fake_quant(h, bits) if r is None else fake_quant(h, bits, lo=r[0], hi=r[1])
-            args = (jnp.where(enabled, q, h), *args[1:])
-        return next_fun(*args, **kwargs)
+    def hook(op: Op, ins: tuple) -> tuple:
+        if op.kind != "layer" or op.ref in skip:
+            return ins
+        h, key = ins[0], range_key(op.ref)
+        if observe:
+            seen[key] = jnp.stack([jnp.min(h), jnp.max(h)]).astype(jnp.float32)
+        r = ranges.get(key)
+        q = fake_quant(h, bits) if r is None else fake_quant(h, bits, lo=r[0], hi=r[1])
+        return (jnp.where(enabled, q, h), *ins[1:])
 
-    with nn.intercept_methods(interceptor):
-        out = net.apply(variables, x, train=train, mutable=mutable)
+    out = _run(net, variables, x, hook, train, mutable)
     return (out, seen) if observe else out
 
 
@@ -228,21 +241,20 @@ def init_act_ranges(net: Any, subspace: Subspace, x: Any) -> Subspace:
     return dataclasses.replace(subspace, base=base)
 
 
-def output_groups(variables: Mapping, graph: ChannelGraph) -> dict[tuple, str]:
-    """Module path -> the free group its output channels belong to.
+def output_groups(graph: ChannelGraph, variables: Mapping | None = None) -> dict[tuple, str]:
+    """Each layer's kernel path and each norm's id -> the free group its output belongs to.
 
-    A module's output group is the group of its bias or norm scale (axis 0), or of its
-    kernel's last (output) axis.
+    Read from the graph's layers (``out_group``; a depthwise layer's is its input group) and
+    norms (``group``). ``variables`` is not needed; the old order ``(variables, graph)`` still
+    works, with a ``DeprecationWarning``.
     """
-    out = {}
-    for g in graph.free:
-        for m in g.members:
-            leaf = m.path[-1]
-            if m.path[0] != "params":
-                continue
-            if (leaf in ("bias", "scale") and m.axis == 0) or (
-                    leaf == "kernel" and m.axis == np.ndim(get_path(variables, m.path)) - 1):
-                out[tuple(m.path[1:-1])] = g.name
+    if isinstance(graph, Mapping) and isinstance(variables, ChannelGraph):
+        warnings.warn("output_groups(variables, graph) is deprecated; call "
+                      "output_groups(graph)", DeprecationWarning, stacklevel=2)
+        graph = variables
+    free = {g.name for g in graph.free}
+    out = {lay.path: lay.out_group for lay in graph.layers if lay.out_group in free}
+    out.update({n.id: n.group for n in graph.norms if n.group in free})
     return out
 
 
@@ -250,25 +262,42 @@ def masked_apply(net: Any, variables: Mapping, x: jax.Array, counts: Mapping[str
                  train: bool = False, mutable: bool = False) -> Any:
     """``net.apply(width_mask(variables, counts), x)`` computed by masking activations.
 
-    Every module whose output belongs to a free group has channels ``>= counts[group]`` of its
-    output zeroed. The function (and gradient) equals masking the weights, but the weights stay
-    shared: under ``jax.vmap`` over levels only activations gain the level axis, so XLA runs
-    one convolution over ``levels x batch`` examples instead of a grouped convolution with a
-    batched kernel, which CPUs run several times slower.
+    The graph's program runs (:func:`subnets.graph.run`) with the output of every layer and
+    norm whose group is free masked to its first ``counts[group]`` channels (applied where the
+    value is read, so every use of it is masked). The function (and gradient) equals masking
+    the weights, but the weights stay shared: under ``jax.vmap`` over levels only activations
+    gain the level axis, so XLA runs one convolution over ``levels x batch`` examples instead
+    of a grouped convolution with a batched kernel, which CPUs run several times slower.
     """
-    groups = output_groups(variables, net.graph)
+    graph = net.graph
+    groups = output_groups(graph)
+    masked = {op.output: (groups[op.ref], _channel_axis(op)) for op in graph.program
+              if op.kind in ("layer", "norm") and op.ref in groups and op.group in counts}
 
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        scope = getattr(context.module, "scope", None)
-        g = groups.get(tuple(scope.path)) if scope is not None else None
-        if g is None or context.method_name != "__call__" or not hasattr(out, "shape"):
-            return out
-        keep = jnp.arange(out.shape[-1]) < counts[g]
-        return out * keep.astype(out.dtype)
+    def hook(op: Op, ins: tuple) -> tuple:
+        out = []
+        for i, h in zip(op.inputs, ins, strict=True):
+            if i in masked:
+                g, axis = masked[i]
+                axis = axis if axis is not None else h.ndim - 1
+                shape = [1] * h.ndim
+                shape[axis] = h.shape[axis]
+                keep = (jnp.arange(h.shape[axis]) < counts[g]).reshape(shape)
+                h = h * keep.astype(h.dtype)
+            out.append(h)
+        return tuple(out)
 
-    with nn.intercept_methods(interceptor):
-        return net.apply(variables, x, train=train, mutable=mutable)
+    return _run(net, variables, x, hook, train, mutable)
+
+
+def _channel_axis(op: Op) -> int | None:
+    """The channel axis of an op's output (``None``: the last)."""
+    if op.kind == "norm":
+        return op.attr("axis")
+    dims = op.attr("dimension_numbers")
+    if op.attr("window_strides") is not None:  # conv: (lhs, rhs, out) specs
+        return dims[2][1]
+    return 0 if op.attr("kernel_first") else None
 
 
 def _resolve(subspace: Subspace, width, density, bits) -> tuple[str, float]:
@@ -343,7 +372,7 @@ def at_level(subspace: Subspace, net: Any, *, width: float | None = None,
 
     Args:
         subspace: a trained :class:`Subspace`.
-        net: the zoo net it belongs to.
+        net: the model it belongs to.
         width: structured width factor in (0, 1] (arrays are physically sliced).
         density: fraction of weights kept per pruned layer, in (0, 1].
         bits: integer weight bit width in [2, 16].

@@ -25,13 +25,14 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from subnets.graph import Path, get_path, leaf_paths, set_paths
+from subnets.graph import ChannelGraph, Path, get_path, leaf_paths, set_paths
 
 COMPRESSIONS = ("structured", "unstructured", "quantized")
 # Default level ranges: width factor, TopK density, bits (the reference's CIFAR-10 settings).
@@ -48,6 +49,9 @@ class Subspace:
         end: the alpha = 1 end of the line leaves (nested like ``base``); ``{}`` for a point.
         compression: ``"structured"``, ``"unstructured"`` or ``"quantized"``.
         low, high: the level range alpha in [0, 1] maps onto (width, density or bits).
+        cosine: the line leaves the cos^2 regulariser covers (layer kernels and norm scales,
+            from the graph's roles when the line was made with one); ``None``: guessed from
+            the variables' layout (see :func:`regulariser`).
     """
 
     base: dict
@@ -55,6 +59,7 @@ class Subspace:
     compression: str = dataclasses.field(default="structured", metadata={"static": True})
     low: float = dataclasses.field(default=0.25, metadata={"static": True})
     high: float = dataclasses.field(default=1.0, metadata={"static": True})
+    cosine: tuple[Path, ...] | None = dataclasses.field(default=None, metadata={"static": True})
 
     @property
     def kind(self) -> str:
@@ -84,16 +89,43 @@ def _check_compression(compression: str, low: float | None, high: float | None):
         float(high) if compression != "quantized" else high
 
 
-def line_paths(variables: Mapping, compression: str) -> list[Path]:
-    """Paths that get two endpoints: norm scale/shift when structured, every param otherwise."""
-    out = []
-    for path, _ in leaf_paths(variables.get("params", {}), ("params",)):
-        if compression == "structured":
-            module = get_path(variables, path[:-1])
-            if "scale" not in module or "kernel" in module:
-                continue
-        out.append(path)
+def _roles(graph: ChannelGraph | None, variables: Mapping) -> dict[Path, str]:
+    """``{path: "layer" | "norm_scale" | "norm_shift"}``: layer kernels and norm parameters.
+
+    From the graph's layers and norms; without a graph, from the variables' Flax layout
+    (:func:`subnets.models._common.flax_roles`).
+    """
+    if graph is None:
+        from subnets.models._common import flax_roles
+
+        return flax_roles(variables)
+    out = {lay.path: "layer" for lay in graph.layers}
+    for n in graph.norms:
+        out.update({p: r for p, r in ((n.scale, "norm_scale"), (n.shift, "norm_shift")) if p})
     return out
+
+
+def line_paths(graph: ChannelGraph | None, variables: Any, compression: str | None = None
+               ) -> list[Path]:
+    """Paths that get two endpoints: norm scale/shift when structured, every param otherwise.
+
+    Args:
+        graph: the model's graph (norms are read from it); ``None``: guessed from the Flax
+            layout. The old call ``line_paths(variables, compression)`` still works, with a
+            ``DeprecationWarning``.
+        variables: the variables tree.
+        compression: one of :data:`COMPRESSIONS`.
+    """
+    if compression is None and isinstance(graph, Mapping):
+        warnings.warn("line_paths(variables, compression) is deprecated; call "
+                      "line_paths(graph, variables, compression)", DeprecationWarning,
+                      stacklevel=2)
+        graph, variables, compression = None, graph, variables
+    params = list(leaf_paths(variables.get("params", {}), ("params",)))
+    if compression != "structured":
+        return [p for p, _ in params]
+    roles = _roles(graph, variables)
+    return [p for p, _ in params if roles.get(p) in ("norm_scale", "norm_shift")]
 
 
 def _subtree(variables: Mapping, paths: list[Path]) -> dict:
@@ -120,19 +152,22 @@ def point(variables: Mapping, *, compression: str = "structured", low: float | N
 
 
 def line(v0: Mapping, v1: Mapping, *, compression: str = "structured",
-         low: float | None = None, high: float | None = None) -> Subspace:
+         low: float | None = None, high: float | None = None,
+         graph: ChannelGraph | None = None) -> Subspace:
     """A line subspace from two endpoints; only ``v1``'s line leaves are kept.
 
     Args:
         v0: variables at alpha = 0 (the most compressed end).
         v1: variables at alpha = 1, same structure and shapes as ``v0``.
         compression, low, high: as for :func:`point`.
+        graph: the model's graph: which leaves are norms and kernels (default: guessed from
+            the Flax layout).
 
     Raises:
         ValueError: naming the first path whose shape differs between the endpoints.
     """
     low, high = _check_compression(compression, low, high)
-    paths = line_paths(v0, compression)
+    paths = line_paths(graph, v0, compression)
     for p in paths:
         try:
             b = get_path(v1, p)
@@ -144,7 +179,9 @@ def line(v0: Mapping, v1: Mapping, *, compression: str = "structured",
                              f"{jnp.shape(a)} vs {jnp.shape(b)}")
     if not paths:
         raise ValueError(f"no {compression} line leaves in v0 (no norm layers?): use point()")
-    return Subspace(dict(v0), _subtree(v1, paths), compression, low, high)
+    roles = _roles(graph, v0)
+    cosine = tuple(p for p in paths if roles.get(p) in ("layer", "norm_scale"))
+    return Subspace(dict(v0), _subtree(v1, paths), compression, low, high, cosine)
 
 
 def init_line(net: Any, *, key: jax.Array, compression: str = "structured",
@@ -152,11 +189,12 @@ def init_line(net: Any, *, key: jax.Array, compression: str = "structured",
     """The reference's endpoint initialisation: two independent inits of every kernel.
 
     Kernels of both ends are drawn with different keys (the reference draws Kaiming-normal for
-    ``weight`` and ``weight1``; we use the zoo's initialiser for both); norm endpoints both
+    ``weight`` and ``weight1``; we use the model's initialiser for both); norm endpoints both
     start at scale 1, shift 0, as the reference's ``weight1``/``bias1`` do.
     """
     k0, k1 = jax.random.split(key)
-    return line(net.init(k0), net.init(k1), compression=compression, low=low, high=high)
+    return line(net.init(k0), net.init(k1), compression=compression, low=low, high=high,
+                graph=net.graph)
 
 
 def init_point(net: Any, *, key: jax.Array, compression: str = "structured",
@@ -175,22 +213,24 @@ def weights(subspace: Subspace, alpha: Any) -> dict:
 
 
 def regulariser(subspace: Subspace) -> jax.Array:
-    """cos^2 between the endpoints, over kernels and norm scales of the line leaves.
+    """cos^2 between the endpoints, over the layer kernels and norm scales of the line leaves.
 
     As in the reference, the inner products and squared norms are summed over all layers
     first, giving ONE cosine for the whole network (not a mean of per-layer cosines). Zero for
-    a point subspace.
+    a point subspace. The leaves are ``subspace.cosine`` (the graph's roles, recorded by
+    :func:`line`), or, for a subspace made without a graph, guessed from the Flax layout.
     """
+    paths = subspace.cosine
+    if paths is None:
+        roles = _roles(None, subspace.end)
+        paths = tuple(p for p, _ in leaf_paths(subspace.end)
+                      if roles.get(p) in ("layer", "norm_scale"))
     num = n0 = n1 = jnp.zeros((), jnp.float32)
-    found = False
-    for p, e in leaf_paths(subspace.end):
-        if p[-1] not in ("kernel", "scale"):
-            continue
-        b = get_path(subspace.base, p)
-        found = True
+    if not paths:
+        return num
+    for p in paths:
+        b, e = get_path(subspace.base, p), get_path(subspace.end, p)
         num = num + jnp.vdot(b, e)
         n0 = n0 + jnp.vdot(b, b)
         n1 = n1 + jnp.vdot(e, e)
-    if not found:
-        return jnp.zeros((), jnp.float32)
     return num**2 / jnp.maximum(n0 * n1, 1e-30)

@@ -1,6 +1,7 @@
 """Write the zoo's hand-declared channel graphs to ``tests/data/zoo_graphs.json``.
 
-Run once while the zoo still has its graph builders (``python tests/data/make_zoo_graphs.py``):
+Run once while the zoo still had its graph builders (they are gone: running it now would
+snapshot the traced graphs, which is not what the comparison needs):
 ``tests/test_graph_trace.py`` compares every traced graph with this snapshot, so the comparison
 survives the builders' deletion. Shapes are the tests' small ones (``tests/conftest.py``).
 """

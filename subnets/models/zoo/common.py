@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from subnets.graph import ChannelGraph, Group, Layer, Member
+from subnets.graph import ChannelGraph
 
 NORMS = ("batch", "group", "instance", "none")
 
@@ -138,30 +137,6 @@ def norm_layer(kind: str, name: str, channels: int, train: bool) -> Callable:
     return lambda h: h
 
 
-def norm_members(kind: str, name: str) -> list[Member]:
-    """Channel-graph members of a norm layer called ``name``."""
-    if kind == "none":
-        return []
-    members = [Member(("params", name, "scale"), 0), Member(("params", name, "bias"), 0)]
-    if kind == "batch":
-        members += [Member(("batch_stats", name, "mean"), 0),
-                    Member(("batch_stats", name, "var"), 0)]
-    return members
-
-
-def out_members(name: str, *, bias: bool = True, ndim: int = 4) -> list[Member]:
-    """Output-channel members of a conv (HWIO, ``ndim=4``) or dense (``ndim=2``) layer."""
-    members = [Member(("params", name, "kernel"), ndim - 1)]
-    if bias:
-        members.append(Member(("params", name, "bias"), 0))
-    return members
-
-
-def in_member(name: str, *, ndim: int = 4, spatial: int = 1) -> Member:
-    """Input-channel member of a conv (HWIO) or dense kernel."""
-    return Member(("params", name, "kernel"), ndim - 2, spatial)
-
-
 def conv_out_size(size: int, kernel: int, stride: int, padding: str) -> int:
     if padding == "SAME":
         return math.ceil(size / stride)
@@ -179,33 +154,7 @@ def width_items(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(dict(widths).items()))
 
 
-class GraphBuilder:
-    """Accumulates groups and layers while a zoo model's structure is laid out."""
-
-    def __init__(self) -> None:
-        self._groups: dict[str, dict] = {}
-        self._layers: list = []
-
-    def group(self, name: str, size: int, *members: Member, fixed: bool = False) -> str:
-        self._groups[name] = {"size": size, "members": list(members), "fixed": fixed}
-        return name
-
-    def add(self, name: str, *members: Member) -> None:
-        self._groups[name]["members"].extend(members)
-
-    def layer(self, name: str, kind: str, in_group: str, out_group: str, *, positions: int = 1,
-              window: int = 1, in_positions: int = 1) -> None:
-        self._layers.append(Layer(("params", name, "kernel"), kind, in_group, out_group,
-                                  positions, window, in_positions))
-
-    def build(self) -> ChannelGraph:
-        groups = tuple(Group(n, g["size"], tuple(g["members"]), g["fixed"])
-                       for n, g in self._groups.items())
-        return ChannelGraph(groups, tuple(self._layers))
-
-
-# Build zoo graphs with subnets.graph.trace (the default) or the hand-written declarations.
-TRACE = os.environ.get("SUBNETS_ZOO_TRACE", "1") == "1"
+# Traced zoo graphs, one per (model, config, classes, input shape, norm) in this process.
 _GRAPHS: dict[tuple, ChannelGraph] = {}
 
 
@@ -217,31 +166,18 @@ class LazyGraph:
     module: nn.Module
     input_shape: tuple[int, ...]
     producers: tuple
-    declared: ChannelGraph | None = field(default=None, compare=False)
 
     def __call__(self) -> ChannelGraph:
-        from subnets.graph import TraceError
-
-        try:
-            return traced_graph(self.key, self.module, self.input_shape, dict(self.producers))
-        except TraceError:
-            # An op the tracer does not support yet (GroupNorm): the declared graph.
-            if self.declared is None:
-                raise
-            _GRAPHS[self.key] = self.declared
-            return self.declared
+        return traced_graph(self.key, self.module, self.input_shape, dict(self.producers))
 
 
 def lazy_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
-               producers: Mapping[str, str], declared: ChannelGraph | None = None
-               ) -> ChannelGraph | LazyGraph:
+               producers: Mapping[str, str]) -> ChannelGraph | LazyGraph:
     """The cached graph if this configuration was traced before, else a :class:`LazyGraph`."""
-    if not TRACE and declared is not None:
-        return declared
     graph = _GRAPHS.get(key)
     if graph is not None:
         return graph
-    return LazyGraph(key, module, tuple(input_shape), tuple(sorted(producers.items())), declared)
+    return LazyGraph(key, module, tuple(input_shape), tuple(sorted(producers.items())))
 
 
 def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
@@ -260,7 +196,8 @@ def traced_graph(key: tuple, module: nn.Module, input_shape: tuple[int, ...],
         shape = (2,) + tuple(input_shape)
         # The trace needs the arrays' shapes, not their values: zeros of eval_shape cost
         # milliseconds where compiling the initialiser costs seconds. The zoo's graphs are
-        # verified against the modules by the tests (traced == declared, slice == mask), so
+        # verified against the modules by the tests (traced == the old declarations kept in
+        # tests/data/zoo_graphs.json, slice == mask), so
         # the per-call run() check is skipped here.
         shapes = jax.eval_shape(lambda k: module.init(k, jnp.zeros(shape, jnp.float32),
                                                       train=False), jax.random.key(0))

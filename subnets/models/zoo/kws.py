@@ -16,7 +16,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import flax.linen as nn
@@ -25,15 +24,11 @@ import jax.numpy as jnp
 
 from subnets import ops
 from subnets.models.zoo.common import (
-    GraphBuilder,
     Net,
     check_norm,
     conv_out_size,
-    in_member,
     lazy_graph,
     norm_layer,
-    norm_members,
-    out_members,
     width_items,
 )
 
@@ -65,22 +60,10 @@ def make_dnn(name: str, cfg: DNNConfig, num_classes: int, input_shape, norm: str
     norm = check_norm(norm)
     if norm in ("group", "instance"):
         raise ValueError(f"{name}: norm={norm!r} needs spatial maps; use 'batch' or 'none'")
-    features = math.prod(input_shape)
-    b = GraphBuilder()
-    prev = b.group("in", features, in_member("dense0", ndim=2), fixed=True)
-    for i, size in enumerate(cfg.hidden):
-        g = b.group(f"h{i}", size, *out_members(f"dense{i}", ndim=2),
-                    *norm_members(norm, f"norm{i}"), in_member(f"dense{i + 1}", ndim=2))
-        b.layer(f"dense{i}", "dense", prev, g)
-        prev = g
-    last = f"dense{len(cfg.hidden)}"
-    b.group("out", num_classes, *out_members(last, ndim=2), fixed=True)
-    b.layer(last, "dense", prev, "out")
     widths = {f"h{i}": size for i, size in enumerate(cfg.hidden)}
     module = DNN(cfg, width_items(widths), num_classes, norm)
     graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                       input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))},
-                       b.build())
+                       input_shape, {f"dense{i}": f"h{i}" for i in range(len(cfg.hidden))})
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: DNN(cfg, width_items(w), num_classes, norm))
 
@@ -119,34 +102,17 @@ class CNN(nn.Module):
 
 def make_cnn(name: str, cfg: CNNConfig, num_classes: int, input_shape, norm: str) -> Net:
     norm = check_norm(norm)
-    hh, ww, cin = input_shape
-    b = GraphBuilder()
-    prev = b.group("in", cin, in_member("conv0"), fixed=True)
-    positions_in = hh * ww
+    hh, ww, _ = input_shape
     for i in range(2):
         hh = conv_out_size(hh, cfg.kernel[0], cfg.strides[i][0], "VALID")
         ww = conv_out_size(ww, cfg.kernel[1], cfg.strides[i][1], "VALID")
         if hh < 1 or ww < 1:
             raise ValueError(f"{name}: input {input_shape} too small for conv{i}")
-        consumer = in_member("conv1") if i == 0 else in_member("linear", ndim=2, spatial=hh * ww)
-        g = b.group(f"c{i}", cfg.filters[i], *out_members(f"conv{i}"),
-                    *norm_members(norm, f"norm{i}"), consumer)
-        b.layer(f"conv{i}", "conv", prev, g, positions=hh * ww,
-                window=cfg.kernel[0] * cfg.kernel[1], in_positions=positions_in)
-        prev, positions_in = g, hh * ww
-    b.group("lin", cfg.linear, *out_members("linear", ndim=2), in_member("dense", ndim=2))
-    b.layer("linear", "dense", "c1", "lin", window=hh * ww, in_positions=hh * ww)
-    dense_norm = "batch" if norm == "batch" else "none"
-    b.group("fc", cfg.dense, *out_members("dense", ndim=2),
-            *norm_members(dense_norm, "norm_dense"), in_member("classifier", ndim=2))
-    b.layer("dense", "dense", "lin", "fc")
-    b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
-    b.layer("classifier", "dense", "fc", "out")
     widths = {"c0": cfg.filters[0], "c1": cfg.filters[1], "lin": cfg.linear, "fc": cfg.dense}
     module = CNN(cfg, width_items(widths), num_classes, norm)
     graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
                        input_shape, {"conv0": "c0", "conv1": "c1", "linear": "lin",
-                                     "dense": "fc"}, b.build())
+                                     "dense": "fc"})
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: CNN(cfg, width_items(w), num_classes, norm))
 
@@ -223,37 +189,12 @@ class DSCNN(nn.Module):
 
 def make_dscnn(name: str, cfg: DSCNNConfig, num_classes: int, input_shape, norm: str) -> Net:
     norm = check_norm(norm)
-    hh, ww, cin = input_shape
-    b = GraphBuilder()
-    b.group("in", cin, in_member("stem"), fixed=True)
-    pos_in = hh * ww
-    hh = conv_out_size(hh, cfg.stem_kernel[0], cfg.stem_stride[0], "SAME")
-    ww = conv_out_size(ww, cfg.stem_kernel[1], cfg.stem_stride[1], "SAME")
-    b.group("g0", cfg.channels, *out_members("stem"), *norm_members(norm, "stem_norm"))
-    b.layer("stem", "conv", "in", "g0", positions=hh * ww,
-            window=cfg.stem_kernel[0] * cfg.stem_kernel[1], in_positions=pos_in)
-    for i in range(cfg.blocks):
-        g = f"g{i}"
-        stride = cfg.first_dw_stride if i == 0 else (1, 1)
-        pos_in = hh * ww
-        hh = conv_out_size(hh, 3, stride[0], "SAME")
-        ww = conv_out_size(ww, 3, stride[1], "SAME")
-        # A depthwise conv's kernel is (3, 3, 1, C): its channel axis 3 follows its input group.
-        b.add(g, *out_members(f"dw{i}"), *norm_members(norm, f"dw{i}_norm"), in_member(f"pw{i}"))
-        b.layer(f"dw{i}", "depthwise", g, g, positions=hh * ww, window=9, in_positions=pos_in)
-        nxt = b.group(f"g{i + 1}", cfg.channels, *out_members(f"pw{i}"),
-                      *norm_members(norm, f"pw{i}_norm"))
-        b.layer(f"pw{i}", "conv", g, nxt, positions=hh * ww, window=1, in_positions=hh * ww)
-    last = f"g{cfg.blocks}"
-    b.add(last, in_member("classifier", ndim=2))
-    b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
-    b.layer("classifier", "dense", last, "out")
     widths = {f"g{i}": cfg.channels for i in range(cfg.blocks + 1)}
     # Traced in its grouped-conv form: one conv_general_dilated per depthwise layer.
     module = DSCNN(cfg, width_items(widths), num_classes, norm, "conv")
     producers = {"stem": "g0", **{f"pw{i}": f"g{i + 1}" for i in range(cfg.blocks)}}
     graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                       input_shape, producers, b.build())
+                       input_shape, producers)
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, depthwise="shifts": DSCNN(cfg, width_items(w), num_classes, norm,
                                                    depthwise))

@@ -25,18 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from subnets import ops
-from subnets.models.zoo.common import (
-    GraphBuilder,
-    Net,
-    check_norm,
-    conv_out_size,
-    in_member,
-    lazy_graph,
-    norm_layer,
-    norm_members,
-    out_members,
-    width_items,
-)
+from subnets.models.zoo.common import Net, check_norm, lazy_graph, norm_layer, width_items
 
 
 @dataclass(frozen=True)
@@ -89,43 +78,6 @@ class PreResNet(nn.Module):
 def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shape,
                    norm: str) -> Net:
     norm = check_norm(norm)
-    hh, ww, cin = input_shape
-    b_ = GraphBuilder()
-    b_.group("in", cin, in_member("stem"), fixed=True)
-    b_.group("stem", cfg.stem, *out_members("stem", bias=False))
-    b_.layer("stem", "conv", "in", "stem", positions=hh * ww, window=9, in_positions=hh * ww)
-    stream = "stem"
-    for s, planes in enumerate(cfg.planes):
-        for b in range(cfg.blocks):
-            n = _block_name(s, b)
-            stride = 2 if (s > 0 and b == 0) else 1
-            pos_in = hh * ww
-            # The pre-activation norm and first conv read the incoming stream.
-            b_.add(stream, *norm_members(norm, f"{n}_norm1"), in_member(f"{n}_conv1"))
-            if b == 0:
-                b_.add(stream, in_member(f"{n}_down"))
-            b_.group(f"{n}a", planes, *out_members(f"{n}_conv1", bias=False),
-                     *norm_members(norm, f"{n}_norm2"), in_member(f"{n}_conv2"))
-            b_.layer(f"{n}_conv1", "conv", stream, f"{n}a", positions=pos_in,
-                     in_positions=pos_in)
-            hh = conv_out_size(hh, 3, stride, "SAME")
-            ww = conv_out_size(ww, 3, stride, "SAME")
-            b_.group(f"{n}b", planes, *out_members(f"{n}_conv2", bias=False),
-                     *norm_members(norm, f"{n}_norm3"), in_member(f"{n}_conv3"))
-            b_.layer(f"{n}_conv2", "conv", f"{n}a", f"{n}b", positions=hh * ww, window=9,
-                     in_positions=pos_in)
-            out = f"s{s}"
-            if b == 0:
-                b_.group(out, planes * cfg.expansion, *out_members(f"{n}_down", bias=False))
-                b_.layer(f"{n}_down", "conv", stream, out, positions=hh * ww,
-                         in_positions=pos_in)
-            b_.add(out, *out_members(f"{n}_conv3", bias=False))
-            b_.layer(f"{n}_conv3", "conv", f"{n}b", out, positions=hh * ww,
-                     in_positions=hh * ww)
-            stream = out
-    b_.add(stream, *norm_members(norm, "final_norm"), in_member("classifier", ndim=2))
-    b_.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
-    b_.layer("classifier", "dense", stream, "out")
     widths, producers = {"stem": cfg.stem}, {}
     for s, planes in enumerate(cfg.planes):
         widths[f"s{s}"] = planes * cfg.expansion
@@ -137,6 +89,6 @@ def make_preresnet(name: str, cfg: PreResNetConfig, num_classes: int, input_shap
         producers[f"{_block_name(s, 0)}_conv3"] = f"s{s}"
     module = PreResNet(cfg, width_items(widths), num_classes, norm)
     graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                       input_shape, producers, b_.build())
+                       input_shape, producers)
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: PreResNet(cfg, width_items(w), num_classes, norm))

@@ -21,18 +21,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax.numpy as jnp
 
-from subnets.models.zoo.common import (
-    GraphBuilder,
-    Net,
-    check_norm,
-    conv_out_size,
-    in_member,
-    lazy_graph,
-    norm_layer,
-    norm_members,
-    out_members,
-    width_items,
-)
+from subnets.models.zoo.common import Net, check_norm, lazy_graph, norm_layer, width_items
 
 VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
               512, 512, 512, "M")
@@ -66,26 +55,10 @@ class VGG(nn.Module):
 
 def make_vgg(name: str, cfg: VGGConfig, num_classes: int, input_shape, norm: str) -> Net:
     norm = check_norm(norm)
-    hh, ww, cin = input_shape
-    b = GraphBuilder()
-    prev = b.group("in", cin, in_member("conv0"), fixed=True)
-    i = 0
-    for item in cfg.plan:
-        if item == "M":
-            hh, ww = conv_out_size(hh, 2, 2, "SAME"), conv_out_size(ww, 2, 2, "SAME")
-            continue
-        g = b.group(f"v{i}", item, *out_members(f"conv{i}"), *norm_members(norm, f"norm{i}"))
-        if i > 0:
-            b.add(prev, in_member(f"conv{i}"))
-        b.layer(f"conv{i}", "conv", prev, g, positions=hh * ww, window=9, in_positions=hh * ww)
-        prev, i = g, i + 1
-    b.add(prev, in_member("classifier", ndim=2))
-    b.group("out", num_classes, *out_members("classifier", ndim=2), fixed=True)
-    b.layer("classifier", "dense", prev, "out")
     sizes = [item for item in cfg.plan if item != "M"]
     widths = {f"v{i}": size for i, size in enumerate(sizes)}
     module = VGG(cfg, width_items(widths), num_classes, norm)
     graph = lazy_graph((name, cfg, num_classes, tuple(input_shape), norm), module,
-                       input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))}, b.build())
+                       input_shape, {f"conv{i}": f"v{i}" for i in range(len(sizes))})
     return Net(name, graph, tuple(input_shape), num_classes, norm,
                lambda w, **_: VGG(cfg, width_items(w), num_classes, norm))

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets.cli._output import result
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a family's levels to int8 TFLite / TFLite-Micro",
@@ -140,9 +142,15 @@ def run(args) -> int:
     if "tflite" in formats or not args.float:  # int8 calibrates on the run's data set
         rep, eval_data = _data(_dataset_name(args, run_dir), family.net, args.representative,
                                args.eval)
-    if "nested-c" in formats and not _nested_c(family, Path(args.out) / "nested_c", board, rep,
-                                             not args.float):
-        return 1
+    summary: dict[str, Any] = {"command": "export", "out": str(args.out), "board": board.name,
+                               "formats": sorted(formats), "int8": not args.float}
+    result(args, summary)
+    if "nested-c" in formats:
+        fits = _nested_c(family, Path(args.out) / "nested_c", board, rep, not args.float)
+        summary["nested_c"] = {"dir": str(Path(args.out) / "nested_c"), "fits": fits}
+        summary["fits"] = fits
+        if not fits:
+            return 1
     if "tflite" not in formats:
         return 0
     manifest = export_family(family, args.out, representative=rep, board=board,
@@ -162,4 +170,9 @@ def run(args) -> int:
         print(f"  does not fit: {problem}")
     if eval_data is None:
         print("  (no evaluation: calibrated on synthetic inputs)")
+    keys = ("level", "macs", "params", "flash_bytes", "arena_bytes", "fits", "eval")
+    summary.update(manifest=str(Path(args.out) / "manifest.json"),
+                   fits=bool(manifest["fits"] and summary.get("fits", True)),
+                   levels=[{k: e.get(k) for k in keys} for e in manifest["levels"]],
+                   problems=list(manifest["problems"] + manifest["all_levels_problems"]))
     return 0 if manifest["fits"] else 1

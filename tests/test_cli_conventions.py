@@ -249,3 +249,20 @@ def test_missing_matplotlib_names_plot_extra(tmp_path, capsys, monkeypatch):
     assert main(["prune", *TINY, "--levels", "1", "--quiet", "--out", str(tmp_path / "p")]) == 2
     line = _one_line(capsys)
     assert "'matplotlib'" in line and "pip install 'subnets[plot]'" in line
+
+
+def test_config_lists_become_comma_lists_and_are_checked(tmp_path):
+    from subnets.cli import build_parser
+    from subnets.cli._output import config_tokens
+
+    nest = build_parser()._commands["nest"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('budgets = [0.25, "2e6macs"]\nout = "runs/x"\nquiet = true\n'
+                   'references = false\n')
+    tokens = config_tokens(nest, ["--config", str(cfg)])
+    assert tokens == ["--budgets", "0.25,2e6macs", "--out", "runs/x", "--quiet"]
+    args = nest.parse_args([*tokens, "--budgets", "0.5"])
+    assert args.budgets == (0.5,) and args.out == "runs/x" and args.quiet
+    cfg.write_text('budgets = [0.25, "lots"]\n')
+    with pytest.raises(ValueError, match="'budgets': invalid value"):
+        config_tokens(nest, ["--config", str(cfg)])

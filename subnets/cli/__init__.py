@@ -6,7 +6,13 @@ Flags exist only here and in benchmark entry points; library code takes frozen c
 Errors end with ONE line on stderr, ``subnets <command>: error: <path>: <cause>``, and a
 non-zero exit (2 for bad input and damaged files, 1 for other failures); ``--debug`` (or
 ``SUBNETS_DEBUG=1``) prints the traceback too. Ctrl-C ends with one line saying what was saved
-and how to resume, exit 130.
+and how to resume, exit 130. A missing optional package ends with one line naming the
+``pip install 'subnets[<extra>]'`` that adds it (exit 2).
+
+Every command takes ``--json`` (its result as ONE JSON object on stdout; logs, tables and progress
+on stderr; on an error ``{"command", "error", "exit"}``), ``--config FILE`` (options from a TOML
+or JSON file keyed by long flag names; the command line wins; see :mod:`subnets.cli._output`) and
+shows its defaults in ``--help``.
 """
 
 from __future__ import annotations

@@ -199,6 +199,7 @@ def test_config_gives_required_options(tmp_path, capsys):
     ("norm = 'layer'\n", "'norm': invalid choice 'layer'"),
     ("json = 1\n", "'json' is a switch"),
     ("width = \n", "not a valid TOML file"),
+    ("name = 'dnn-m'\n", "'name' is a positional argument"),
 ])
 def test_config_errors_name_key_and_file(tmp_path, capsys, text, needle):
     cfg = tmp_path / "bad.toml"

@@ -121,6 +121,10 @@ def config_tokens(p: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     for key, value in read_config(path).items():
         flag = "--" + str(key).replace("_", "-")
         action = p._option_string_actions.get(flag)
+        if action is None and any(a.dest == str(key) and not a.option_strings
+                                  for a in p._actions):
+            raise ValueError(f"--config {path}: {key!r} is a positional argument of "
+                             f"`{p.prog}`: give it on the command line")
         if action is None or flag in ("--config", "--help"):
             raise ValueError(f"--config {path}: unknown option {key!r} for "
                              f"`{p.prog}` (see {p.prog} --help)")

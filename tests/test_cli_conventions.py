@@ -267,3 +267,44 @@ def test_config_lists_become_comma_lists_and_are_checked(tmp_path):
     cfg.write_text('budgets = [0.25, "lots"]\n')
     with pytest.raises(ValueError, match="'budgets': invalid value"):
         config_tokens(nest, ["--config", str(cfg)])
+
+
+# --- export of a pruned level or of an LCS subspace at chosen widths ------------------------
+
+def test_export_says_which_flag_a_prune_or_subspace_run_needs(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "portfolio.subnets").write_bytes(b"")
+    (tmp_path / "s" / "subspace").mkdir(parents=True)
+    assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "o")]) == 2
+    assert "pass --level N" in _one_line(capsys)
+    assert main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o")]) == 2
+    assert "pass --widths" in _one_line(capsys)
+    assert main(["export", str(tmp_path / "p"), "--out", str(tmp_path / "o"), "--level", "3"]) == 2
+    assert "level_3.subnets not found" in _one_line(capsys)
+    assert main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--level", "1",
+                 "--widths", "0.5"]) == 2
+    assert "exclude each other" in _one_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--widths", "0,1"])
+    assert "--widths must be fractions in (0, 1]" in _one_line(capsys)
+
+
+@pytest.mark.slow
+def test_export_a_pruned_level_and_subspace_widths(tmp_path):
+    pytest.importorskip("tensorflow")
+    prune, lcs = tmp_path / "p", tmp_path / "s"
+    _only_json(_cli("prune", *TINY, "--levels", "1", "--out", str(prune), "--json"))
+    res = _only_json(_cli("export", str(prune), "--level", "1", "--out", str(tmp_path / "e1"),
+                          "--representative", "8", "--eval", "256", "--json"))
+    metrics = json.loads((prune / "metrics.json").read_text())
+    assert len(res["levels"]) == 1 and res["levels"][0]["params"] > 0
+    assert res["levels"][0]["params"] <= metrics["levels"][1]["params_before"]
+    _only_json(_cli("subspace", *TINY, "--norm", "none", "--out", str(lcs), "--json"))
+    res = _only_json(_cli("export", str(lcs), "--widths", "0.5,1", "--out", str(tmp_path / "e2"),
+                          "--representative", "8", "--eval", "256", "--json"))
+    report = json.loads((lcs / "report.json").read_text())
+    assert [lv["eval"]["jax_float_accuracy"] for lv in res["levels"]] == \
+        [report["accuracy"]["0.5"], report["accuracy"]["1.0"]]
+    assert res["levels"][0]["macs"] < res["levels"][1]["macs"]
+    r = _cli("export", str(lcs), "--widths", "0.05", "--out", str(tmp_path / "e3"))
+    assert r.returncode == 2 and "outside the trained range" in r.stderr.splitlines()[-1]

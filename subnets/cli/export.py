@@ -5,7 +5,9 @@ RUN_DIR is what ``subnets nest --out DIR`` wrote: ``family.subnets`` (the family
 split, evaluation from its test split; ``--data synthetic`` calibrates on uniform noise and skips
 evaluation (for inputs with no offline data set, such as Speech Commands). ``--formats nested-c``
 writes one int8 C99 artifact (calibrated the same way) whose levels share their weights;
-with ``--float`` a float32 one that needs no data.
+with ``--float`` a float32 one that needs no data. A ``subnets prune`` RUN_DIR exports one removed
+level with ``--level N``; a ``subnets subspace`` RUN_DIR (structured point) exports chosen widths
+with ``--widths 0.25,0.5,1`` (see :mod:`subnets.cli._sources`).
 """
 
 from __future__ import annotations

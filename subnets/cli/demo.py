@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
+from subnets.cli._output import result
 from subnets.cli._run import add_run_flags, open_run
 
 
@@ -54,10 +54,16 @@ def run(args) -> int:
     with open_run(args, "demo") as run:
         run.saved = f"every finished step ({out / 'steps'}) and the base training per epoch"
         metrics = run_demo(cfg, out, progress=None if not args.json else False)
+    result(args, {"out": str(out), "seconds": metrics["seconds"],
+                  "base_accuracy": metrics["base"]["accuracy"],
+                  "reds": [lv["accuracy"] for lv in metrics["reds"]["levels"]],
+                  "command": "demo", "report": str(out / "report.md"),
+                  "metrics": str(out / "metrics.json"),
+                  "levels": {key: [{k: lv.get(k) for k in ("budget", "width", "name", "macs",
+                                                           "accuracy") if k in lv}
+                                   for lv in metrics[key]["levels"]]
+                             for key in ("reds", "lcs", "imp", "reconvene") if key in metrics}})
     if args.json:
-        print(json.dumps({"out": str(out), "seconds": metrics["seconds"],
-                          "base_accuracy": metrics["base"]["accuracy"],
-                          "reds": [lv["accuracy"] for lv in metrics["reds"]["levels"]]}))
         return 0
     _summary(metrics, out)
     return 0

@@ -5,7 +5,9 @@ RUN_DIR is what ``subnets nest --out DIR`` wrote: ``family.subnets`` (the family
 split, evaluation from its test split; ``--data synthetic`` calibrates on uniform noise and skips
 evaluation (for inputs with no offline data set, such as Speech Commands). ``--formats nested-c``
 writes one int8 C99 artifact (calibrated the same way) whose levels share their weights;
-with ``--float`` a float32 one that needs no data.
+with ``--float`` a float32 one that needs no data. A ``subnets prune`` RUN_DIR exports one removed
+level with ``--level N``; a ``subnets subspace`` RUN_DIR (structured point) exports chosen widths
+with ``--widths 0.25,0.5,1`` (see :mod:`subnets.cli._sources`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from subnets.cli._output import result
+from subnets.cli._sources import load_source, widths_arg
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a family's levels to int8 TFLite / TFLite-Micro",
                        description="Convert every level of a trained family to a full-int8 "
                                    "TFLite model, check it in the TFLite-Micro interpreter, "
                                    "write C arrays and manifest.json, and check board budgets.")
-    p.add_argument("run_dir", help="directory written by `subnets nest --out`")
+    p.add_argument("run_dir", help="directory written by `subnets nest --out` (or by prune "
+                                   "with --level, by subspace with --widths)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--board", default="nano33ble",
                    help="nano33ble (1 MB flash, 256 KB RAM), pico (2 MB, 264 KB) or custom "
@@ -37,24 +43,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--eval", type=int, default=1000, help="test samples evaluated per level")
     p.add_argument("--float", action="store_true", help="float32 models instead of int8")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--level", type=int, default=None,
+                   help="a `subnets prune` RUN_DIR: export its removed model level_N")
+    p.add_argument("--widths", type=widths_arg, default=None,
+                   help="a `subnets subspace` RUN_DIR (structured point): export these "
+                        "comma-separated widths, e.g. 0.25,0.5,1")
     p.add_argument("--formats", default="tflite",
                    help="comma list of tflite (an int8 .tflite + C array per level, checked in "
                         "TFLM) and nested-c (ONE C99 source whose levels share their weights, "
                         "in OUT/nested_c/: int8 calibrated on the run's data set, float32 "
                         "with --float)")
     return p
-
-
-def _load_family(run_dir: Path) -> Any:
-    path = run_dir / "family.subnets"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: RUN_DIR must be a `subnets nest --out` "
-                                "directory")
-    try:
-        from subnets.runtime.family import Family
-    except ImportError as e:
-        raise ValueError(f"cannot load {path}: subnets.runtime.family is unavailable ({e})") from e
-    return Family.load(path)
 
 
 def _board(args) -> Any:
@@ -69,11 +68,14 @@ def _board(args) -> Any:
 
 def _dataset_name(args, run_dir: Path) -> str:
     metrics = run_dir / "metrics.json"
+    if not metrics.is_file() and (run_dir / "report.json").is_file():
+        metrics = run_dir / "report.json"  # a `subnets subspace` run
     recorded = None
     if metrics.is_file():
         from subnets.io import read_json
 
         meta = read_json(metrics)
+        meta = {**meta.get("config", {}), **meta} if isinstance(meta.get("config"), dict) else meta
         recorded = next((meta[k] for k in ("data", "dataset") if isinstance(meta.get(k), str)),
                         None)
     if args.data:
@@ -135,14 +137,20 @@ def run(args) -> int:
     if unknown or not formats:
         raise ValueError(f"--formats takes tflite and/or nested-c, got {args.formats!r}")
     board = _board(args)
-    family = _load_family(run_dir)
+    family = load_source(run_dir, args.level, args.widths)
     rep = eval_data = None
     if "tflite" in formats or not args.float:  # int8 calibrates on the run's data set
         rep, eval_data = _data(_dataset_name(args, run_dir), family.net, args.representative,
                                args.eval)
-    if "nested-c" in formats and not _nested_c(family, Path(args.out) / "nested_c", board, rep,
-                                             not args.float):
-        return 1
+    summary: dict[str, Any] = {"command": "export", "out": str(args.out), "board": board.name,
+                               "formats": sorted(formats), "int8": not args.float}
+    result(args, summary)
+    if "nested-c" in formats:
+        fits = _nested_c(family, Path(args.out) / "nested_c", board, rep, not args.float)
+        summary["nested_c"] = {"dir": str(Path(args.out) / "nested_c"), "fits": fits}
+        summary["fits"] = fits
+        if not fits:
+            return 1
     if "tflite" not in formats:
         return 0
     manifest = export_family(family, args.out, representative=rep, board=board,
@@ -162,4 +170,9 @@ def run(args) -> int:
         print(f"  does not fit: {problem}")
     if eval_data is None:
         print("  (no evaluation: calibrated on synthetic inputs)")
+    keys = ("level", "macs", "params", "flash_bytes", "arena_bytes", "fits", "eval")
+    summary.update(manifest=str(Path(args.out) / "manifest.json"),
+                   fits=bool(manifest["fits"] and summary.get("fits", True)),
+                   levels=[{k: e.get(k) for k in keys} for e in manifest["levels"]],
+                   problems=list(manifest["problems"] + manifest["all_levels_problems"]))
     return 0 if manifest["fits"] else 1

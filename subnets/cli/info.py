@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from subnets.cli._output import result
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -25,7 +26,9 @@ def run(args) -> int:
     from subnets import cost, zoo
 
     if args.name == "list":
-        print("\n".join(zoo.NAMES))
+        result(args, {"models": list(zoo.NAMES)})
+        if not args.json:
+            print("\n".join(zoo.NAMES))
         return 0
     shape = tuple(int(s) for s in args.input_shape.split(",")) if args.input_shape else None
     net = zoo.create(args.name, num_classes=args.num_classes, input_shape=shape, norm=args.norm)
@@ -35,8 +38,8 @@ def run(args) -> int:
             raise ValueError(f"--width must be in (0, 1], got {args.width}")
         widths = {g.name: max(1, round(g.size * args.width)) for g in net.graph.free}
     report = cost.summary(net, widths)
+    result(args, report)
     if args.json:
-        print(json.dumps(report))
         return 0
     norm = f", norm={report['norm']}" if report.get("norm") else ""
     print(f"{report['model']}: input {tuple(report['input_shape'])}, "

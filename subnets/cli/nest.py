@@ -18,6 +18,7 @@ import argparse
 import re
 import sys
 
+from subnets.cli._output import result
 from subnets.cli._run import add_run_flags, open_run
 from subnets.importance import UNIT_CRITERIA
 
@@ -174,4 +175,9 @@ def run(args) -> int:
 
         write_json(out / "metrics.json", metrics, nonfinite="null")
     plot(metrics, out / "accuracy_vs_macs.png", f"REDS {cfg.model} on {cfg.data}")
+    result(args, {"command": "nest", "out": str(out), "metrics": str(out / "metrics.json"),
+                  "family": str(out / "family.subnets"),
+                  "png": str(out / "accuracy_vs_macs.png"), "model": cfg.model,
+                  "data": cfg.data, "base": metrics.get("base"),
+                  "levels": metrics["levels"], "references": metrics.get("references")})
     return 0

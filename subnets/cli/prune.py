@@ -13,6 +13,7 @@ import json
 import math
 import sys
 
+from subnets.cli import _output as output
 from subnets.cli._run import add_run_flags, open_run
 
 
@@ -137,8 +138,14 @@ def run(args) -> int:
             log.quiet_compile_alarms(log.COMPILE_NOTE):
         result = run_pruning(cfg, args.out)
     png = plot(args.out, result)
+    summary = {"out": str(args.out), "levels": len(result["levels"]),
+               "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}
+    output.result(args, {"command": "prune", **summary,
+                         "metrics": f"{args.out}/metrics.json",
+                         "portfolio": f"{args.out}/portfolio.subnets",
+                         "per_level": result["levels"]})
     if not args.quiet:
         print("\n".join(table(result)))
-        print(json.dumps({"out": str(args.out), "levels": len(result["levels"]),
-                          "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}))
+        if not args.json:
+            print(json.dumps(summary))
     return 0

@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from subnets.cli._output import result
 from subnets.cli._run import add_run_flags, open_run
 
 
@@ -170,6 +171,9 @@ def _run(args, run, mesh) -> int:
     write_json(out / "report.json", report, nonfinite="null")
     plot(out / "accuracy_vs_macs.png", net, args.compression, acc,
          f"LCS {args.compression} {args.kind}: {args.model} on {args.data}")
+    result(args, {"command": "subspace", "out": str(out), "report": str(out / "report.json"),
+                  "subspace": str(out / "subspace"), "png": str(out / "accuracy_vs_macs.png"),
+                  **report})
     label = {"structured": "width", "unstructured": "density", "quantized": "bits"}
     print(f"LCS+{args.kind[0].upper()} {args.compression} {args.model} on {args.data} "
           f"({len(x)} train, {len(xt)} test, {args.epochs} epochs) -> {out}")

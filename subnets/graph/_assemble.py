@@ -194,6 +194,12 @@ def assemble(t: Any, *, names: dict[str, str], fixed: tuple[str, ...], momenta: 
     for k, (m, _) in enumerate(t.norms):
         mean_path = None if m.mean is None else paths[m.mean]
         c = cls(m.x, m.axis)
+        if c not in final:
+            raise TraceError(
+                f"trace: the norm {'/'.join(norm_ids[k])} normalises an axis of size "
+                f"{t.shape(m.x)[m.axis]} that no layer's channels reach (a 1-channel axis cannot "
+                "be told from broadcasting); widen that layer to 2+ channels or declare the "
+                "graph by hand")
         mixes = m.num_groups is not None and m.num_groups < t.shape(m.x)[m.axis]
         norms.append(Norm(norm_ids[k], final[c],
                           *(None if getattr(m, r) is None else paths[getattr(m, r)]

@@ -245,9 +245,14 @@ class _Context:
                          input_shape=self.net.input_shape, norm="instance")
         key = jax.random.key(c.seed + 1)
         s = subspace.init_point(net, key=key, compression="structured")
+        # A smoke run takes few steps: two levels in one masked program compile faster than
+        # the sliced step's grid of programs (which pays off over a real run).
+        config = (subspace.LCSConfig(2, "sandwich", step="masked") if c.quick
+                  else subspace.LCSConfig(4, "sandwich"))
         s = subspace.fit(net, s, x, y, epochs=c.lcs_epochs, batch_size=c.batch_size,
-                         key=jax.random.fold_in(key, 1), checkpoint_dir=self.out / "lcs" / "ck",
-                         progress=self.progress, desc="lcs")
+                         key=jax.random.fold_in(key, 1), config=config,
+                         checkpoint_dir=self.out / "lcs" / "ck", progress=self.progress,
+                         desc="lcs")
         subspace.save(self.out / "lcs" / "subspace", s, meta={"model": c.model})
         acc = subspace.evaluate_levels(net, s, xt, yt, levels=list(c.lcs_widths))
         full = cost.macs(net)

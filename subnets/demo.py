@@ -48,9 +48,9 @@ class DemoConfig:
     batch_size: int = 128
     epochs: int = 8
     finetune_epochs: int = 4
-    lcs_epochs: int = 10
+    lcs_epochs: int = 8
     imp_levels: int = 3
-    imp_epochs: int = 5
+    imp_epochs: int = 3
     reconvene_density: float = 0.2
     budgets: tuple[float, ...] = (0.25, 0.5, 0.75)
     lcs_widths: tuple[float, ...] = (0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

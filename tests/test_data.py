@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from subnets import data
 from subnets.data import idx
 
-FMNIST = data.FASHION_MNIST_DIR
+FMNIST = data.fashion_mnist_dir()  # honours $SUBNETS_FASHION_MNIST_DIR, as the loader does
 # The real files, where Debian's dataset-fashion-mnist is installed; everything else about the
 # loader is tested on small IDX fixtures (the ``fmnist_dir`` fixture), so the suite means the
 # same on a machine without them.

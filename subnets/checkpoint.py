@@ -41,6 +41,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -229,9 +230,13 @@ def save(directory: str | os.PathLike, tree: Any, *, meta: dict | None = None,
     if not overwrite and exists(d):
         raise FileExistsError(f"checkpoint {d} exists and overwrite=False")
     tree = jax.tree.map(np.asarray, tree)
-    if not allow_nonfinite:
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            _finite.check_array(leaf, f"checkpoint {d}: leaf {jax.tree_util.keystr(path)}")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = f"checkpoint {d}: leaf {jax.tree_util.keystr(path)}"
+        if leaf.dtype.kind not in "biufc" and leaf.dtype.name != "bfloat16":
+            raise TypeError(f"{where} has dtype {leaf.dtype}; only numeric arrays can be "
+                            "saved (put strings and other values in meta=)")
+        if not allow_nonfinite:
+            _finite.check_array(leaf, where)
     meta = dict(meta or {})
     _SAVES[0] += 1
     names = _versions(d)
@@ -251,13 +256,22 @@ def save(directory: str | os.PathLike, tree: Any, *, meta: dict | None = None,
         _fault("after_manifest")
         os.rename(tmp, d / name)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
     _fsync_dir(str(d))
     _fault("after_rename")
     atomic_write(d / "latest", (name + "\n").encode("ascii"))
     _fault("after_pointer")
     _prune(d, keep=name)
+
+
+def _remove(path: Path, tries: int = 5) -> None:
+    """Delete a folder, retrying while a writer thread that outlived its error still adds files."""
+    for i in range(tries):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.05 * (i + 1))
 
 
 def _prune(d: Path, *, keep: str) -> None:

@@ -56,7 +56,8 @@ def build(out_dir: str | Path, examples: np.ndarray, cpu: str = "m4", *,
         if cpu == "m4":
             flags = [f for f in flags if "float-abi" not in f] + ["-mfloat-abi=hard",
                                                                   "-mfpu=fpv4-sp-d16"]
-        srcs = [fw / "main_float.c", out / "model.c", out / "snf.c"]
+        flags = [*flags, "-DSUBNETS_FLOAT"]
+        srcs = [fw / "main.c", out / "model.c", out / "snf.c"]
     else:
         srcs = [fw / "main.c", out / "model.c", out / "snq.c"]
     elf = out / f"fw_{cpu}{'_f32' if float32 else ''}.elf"

@@ -1,12 +1,19 @@
 /* Emulated benchmark/firmware: for each level, switch, run every built-in example, print the
  * classes and the CMSDK timer ticks of one switch and of the inferences (under `-icount
  * shift=0` one instruction is 1 ns of virtual time; the timer runs at 25 MHz: 40 instructions
- * per tick). Expects model.h / model.c and examples.h (int8 EXAMPLES[N][size]) next to it. */
+ * per tick). Expects model.h / model.c and examples.h (EXAMPLES[N][size]) next to it: int8 for
+ * the int8 artifact, float with -DSUBNETS_FLOAT for the float32 one (nested_c(int8=False)). */
 #include <stdint.h>
 #include <stdio.h>
 
 #include "model.h"
 #include "examples.h"
+
+#ifdef SUBNETS_FLOAT
+typedef float out_t;
+#else
+typedef int8_t out_t;
+#endif
 
 #define TIMER0 ((volatile uint32_t *)0x40000000u)
 
@@ -22,7 +29,7 @@ void snq_profile(int layer) {
 #endif
 
 int main(void) {
-  static int8_t out[MODEL_OUTPUT_SIZE];
+  static out_t out[MODEL_OUTPUT_SIZE];
   TIMER0[0] = 0;
   TIMER0[2] = 0xFFFFFFFFu; /* RELOAD */
   TIMER0[1] = 0xFFFFFFFFu;

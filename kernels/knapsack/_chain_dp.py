@@ -15,6 +15,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._labels import (
+    _better,
+    _budget_scale,
+    _commit,
+    _fits,
+    _gain_ratio,
+    _grow,
+    _grow_labels,
+    _survives,
+)
+
 
 @numba.njit(cache=True)
 def _evaluate(U, P, CU, CP, K, w, c):
@@ -127,14 +138,6 @@ def _bound_tables(U, P, CU, CP, has_p, lams, lo, hi):
 
 
 @numba.njit(cache=True)
-def _fits(c, B, tol):
-    for r in range(c.shape[0]):
-        if c[r] > B[r] + tol[r]:
-            return False
-    return True
-
-
-@numba.njit(cache=True)
 def _greedy_fill(U, P, CU, CP, K, B, tol, hi, w):
     """Grow ``w`` (feasible) one unit at a time, best value gain per budget share; returns V(w)."""
     G = U.shape[0]
@@ -142,12 +145,7 @@ def _greedy_fill(U, P, CU, CP, K, B, tol, hi, w):
     c = np.empty(R)
     c2 = np.empty(R)
     v = _evaluate(U, P, CU, CP, K, w, c)
-    # Costs are compared as shares of the budget left above the fixed part, so that a parameter
-    # count and a MAC count weigh alike; an unbounded resource does not count.
-    scale = np.zeros(R)
-    for r in range(R):
-        if np.isfinite(B[r]):
-            scale[r] = max(abs(B[r] - K[r]), 1e-300)
+    scale = _budget_scale(B, K)
     while True:
         best_ratio = -1.0
         best_g = -1
@@ -159,11 +157,7 @@ def _greedy_fill(U, P, CU, CP, K, B, tol, hi, w):
             w[g] -= 1
             if v2 <= v or not _fits(c2, B, tol):
                 continue
-            dc = 0.0
-            for r in range(R):
-                if scale[r] > 0.0:
-                    dc = max(dc, (c2[r] - c[r]) / scale[r])
-            ratio = (v2 - v) / dc if dc > 0.0 else np.inf
+            ratio = _gain_ratio(v, v2, c, c2, scale)
             if ratio > best_ratio:
                 best_ratio = ratio
                 best_g = g
@@ -171,105 +165,6 @@ def _greedy_fill(U, P, CU, CP, K, B, tol, hi, w):
             return v
         w[best_g] += 1
         v = _evaluate(U, P, CU, CP, K, w, c)
-
-
-@numba.njit(cache=True)
-def _grow(a, n):
-    out = np.empty((max(2 * a.shape[0], n),) + a.shape[1:], a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-@numba.njit(cache=True)
-def _grow_labels(lw, lpar, lv, lkey, lc, n):
-    """The label arrays (width, parent, value, key, costs), grown to hold at least ``n``."""
-    return _grow(lw, n), _grow(lpar, n), _grow(lv, n), _grow(lkey, n), _grow(lc, n)
-
-
-@numba.njit(cache=True)
-def _pareto(cc, cv, m):
-    """Indices of the non-dominated rows of ``(cc[:m], cv[:m])`` (min costs, max value).
-
-    Rows are visited in lexicographic (costs ascending, value descending, original index) order,
-    so a dominating row is always met first and of exact duplicates the earliest row survives.
-    """
-    R = cc.shape[1]
-    idx = np.argsort(-cv[:m], kind="mergesort")
-    col = np.empty(m)
-    for r in range(R - 1, -1, -1):
-        for i in range(m):
-            col[i] = cc[idx[i], r]
-        idx = idx[np.argsort(col, kind="mergesort")]
-    keep = np.empty(m, np.int64)
-    nk = 0
-    if R == 1:
-        best = -np.inf
-        for i in range(m):
-            j = idx[i]
-            if cv[j] > best:
-                best = cv[j]
-                keep[nk] = j
-                nk += 1
-    elif R == 2:
-        # Staircase over (second cost, value) of the rows kept so far: second cost ascending,
-        # value strictly ascending. A row is dominated iff the stair step at its second cost
-        # already holds at least its value.
-        sc = np.empty(m)
-        sv = np.empty(m)
-        ns = 0
-        for i in range(m):
-            j = idx[i]
-            c1 = cc[j, 1]
-            v = cv[j]
-            lo_, hi_ = 0, ns
-            while lo_ < hi_:
-                mid = (lo_ + hi_) // 2
-                if sc[mid] <= c1:
-                    lo_ = mid + 1
-                else:
-                    hi_ = mid
-            pos = lo_  # first step with a larger second cost
-            if pos > 0 and sv[pos - 1] >= v:
-                continue
-            keep[nk] = j
-            nk += 1
-            start = pos - 1 if (pos > 0 and sc[pos - 1] == c1) else pos
-            end = pos
-            while end < ns and sv[end] <= v:
-                end += 1
-            # Replace steps [start, end) with the new one.
-            shift = (end - start) - 1
-            if shift > 0:
-                for t in range(end, ns):
-                    sc[t - shift] = sc[t]
-                    sv[t - shift] = sv[t]
-            elif shift < 0:
-                for t in range(ns - 1, end - 1, -1):
-                    sc[t + 1] = sc[t]
-                    sv[t + 1] = sv[t]
-            ns -= shift
-            sc[start] = c1
-            sv[start] = v
-    else:
-        for i in range(m):
-            j = idx[i]
-            dominated = False
-            for t in range(nk):
-                q = keep[t]
-                if cv[q] < cv[j]:
-                    continue
-                ok = True
-                for r in range(R):
-                    if cc[q, r] > cc[j, r]:
-                        ok = False
-                        break
-                if ok:
-                    dominated = True
-                    break
-            if not dominated:
-                keep[nk] = j
-                nk += 1
-    return keep[:nk]
 
 
 @numba.njit(cache=True)
@@ -332,9 +227,12 @@ def _dp(U, P, CU, CP, K, B, lo, hi, tol, slack, LB, lams, H, inc, vtol):
     cc = np.empty((ccap, R))
     cv = np.empty(ccap)
     cpar = np.empty(ccap, np.int64)
+    cx = np.empty(ccap, np.int64)
     shift_c = np.empty(R)
     for g in range(G - 1):
         for b in range(lo[g + 1], hi[g + 1] + 1):
+            lb = LB[:, g + 1, b]
+            hcol = H[:, g + 1, b]
             m = 0
             for a in range(lo[g], hi[g] + 1):
                 na = count[g, a]
@@ -351,59 +249,26 @@ def _dp(U, P, CU, CP, K, B, lo, hi, tol, slack, LB, lams, H, inc, vtol):
                     # Labels are sorted by key, and the lam* bound is key + const0: stop here.
                     if use_bound and lkey[i] + const0 < floor:
                         break
-                    alive = True
-                    for r in range(R):
-                        c[r] = lc[i, r] + shift_c[r]
-                        if c[r] + LB[r, g + 1, b] > B[r] + slack[r]:
-                            alive = False
-                    if not alive:
-                        continue
                     v = lv[i] + shift_v
-                    if use_bound:
-                        for k in range(1, nk):
-                            ub = v + H[k, g + 1, b]
-                            for r in range(R):
-                                if lams[k, r] != 0.0:
-                                    ub += lams[k, r] * (B[r] - c[r])
-                            if ub < floor:
-                                alive = False
-                                break
-                    if not alive:
+                    if not _survives(lc[i], shift_c, lb, B, slack, v, hcol, lams, floor,
+                                     use_bound, c):
                         continue
                     if m == ccap:
-                        cc, cv, cpar = _grow(cc, m + 1), _grow(cv, m + 1), _grow(cpar, m + 1)
+                        cc, cv = _grow(cc, m + 1), _grow(cv, m + 1)
+                        cpar, cx = _grow(cpar, m + 1), _grow(cx, m + 1)
                         ccap = cv.shape[0]
                     for r in range(R):
                         cc[m, r] = c[r]
                     cv[m] = v
                     cpar[m] = i
+                    cx[m] = b
                     m += 1
             start[g + 1, b] = n
             if m == 0:
                 continue
-            kept = _pareto(cc, cv, m)
-            nkept = kept.shape[0]
-            keys = np.empty(nkept)
-            for t in range(nkept):
-                j = kept[t]
-                key = cv[j]
-                for r in range(R):
-                    if lam0[r] != 0.0:
-                        key -= lam0[r] * cc[j, r]
-                keys[t] = key
-            order = np.argsort(-keys, kind="mergesort")
-            if n + nkept > cap:
-                lw, lpar, lv, lkey, lc = _grow_labels(lw, lpar, lv, lkey, lc, n + nkept)
-                cap = lw.shape[0]
-            for t in range(nkept):
-                j = kept[order[t]]
-                lw[n] = b
-                lpar[n] = cpar[j]
-                lv[n] = cv[j]
-                lkey[n] = keys[order[t]]
-                for r in range(R):
-                    lc[n, r] = cc[j, r]
-                n += 1
+            lw, lpar, lv, lkey, lc, n, nkept = _commit(cc, cv, cpar, cx, m, lam0, lw, lpar, lv,
+                                                       lkey, lc, n)
+            cap = lw.shape[0]
             count[g + 1, b] = nkept
 
     # Best terminal label: highest value, then lexicographically lowest costs, then the smaller
@@ -412,19 +277,7 @@ def _dp(U, P, CU, CP, K, B, lo, hi, tol, slack, LB, lams, H, inc, vtol):
     gl = G - 1
     for b in range(lo[gl], hi[gl] + 1):
         for i in range(start[gl, b], start[gl, b] + count[gl, b]):
-            if not _fits(lc[i], B, tol):
-                continue
-            if best < 0 or lv[i] > lv[best]:
-                best = i
-                continue
-            if lv[i] < lv[best]:
-                continue
-            for r in range(R):
-                if lc[i, r] < lc[best, r]:
-                    best = i
-                    break
-                if lc[i, r] > lc[best, r]:
-                    break
+            best = _better(i, best, lv, lc, B, tol)
     widths = np.full(G, -1, np.int64)
     costs = np.full(R, np.nan)
     if best < 0:

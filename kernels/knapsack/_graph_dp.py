@@ -20,7 +20,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chain_dp import _fits, _grow, _grow_labels, _pareto
+from ._labels import (
+    _better,
+    _budget_scale,
+    _commit,
+    _fits,
+    _gain_ratio,
+    _grow,
+    _survives,
+)
 
 
 @numba.njit(cache=True)
@@ -231,10 +239,7 @@ def _g_greedy_fill(U, CU, EP, ECP, be_off, be_u, be_e, K, B, tol, hi, w):
     c = np.empty(R)
     c2 = np.empty(R)
     v = _g_evaluate(U, CU, EP, ECP, be_off, be_u, be_e, K, w, c)
-    scale = np.zeros(R)
-    for r in range(R):
-        if np.isfinite(B[r]):
-            scale[r] = max(abs(B[r] - K[r]), 1e-300)
+    scale = _budget_scale(B, K)
     while True:
         best_ratio = -1.0
         best_g = -1
@@ -246,11 +251,7 @@ def _g_greedy_fill(U, CU, EP, ECP, be_off, be_u, be_e, K, B, tol, hi, w):
             w[g] -= 1
             if v2 <= v or not _fits(c2, B, tol):
                 continue
-            dc = 0.0
-            for r in range(R):
-                if scale[r] > 0.0:
-                    dc = max(dc, (c2[r] - c[r]) / scale[r])
-            ratio = (v2 - v) / dc if dc > 0.0 else np.inf
+            ratio = _gain_ratio(v, v2, c, c2, scale)
             if ratio > best_ratio:
                 best_ratio = ratio
                 best_g = g
@@ -266,7 +267,6 @@ def _g_dp(U, CU, EP, ECP, be_off, be_u, be_e, fr, fo, K, B, lo, hi, tol, slack, 
     """Pareto-frontier DP over the path decomposition; returns (widths or -1s, value, costs, n)."""
     G = U.shape[0]
     R = K.shape[0]
-    nk = lams.shape[0]
     soff = _state_offsets(fr, fo, lo, hi)
     use_bound = np.isfinite(inc)
     floor = inc - vtol
@@ -324,6 +324,8 @@ def _g_dp(U, CU, EP, ECP, be_off, be_u, be_e, fr, fo, K, B, lo, hi, tol, slack, 
             ncomb *= hi[elist[k]] - lo[elist[k]] + 1
         for js in range(soff[t + 2] - soff[t + 1]):
             gj = soff[t + 1] + js
+            lb = LB[:, gj]
+            hcol = H[:, gj]
             _decode(fr, qa, qb, lo, hi, js, w)
             m = 0
             for comb in range(ncomb):
@@ -348,24 +350,8 @@ def _g_dp(U, CU, EP, ECP, be_off, be_u, be_e, fr, fo, K, B, lo, hi, tol, slack, 
                     # Labels are sorted by key, and the lam* bound is key + const0: stop here.
                     if use_bound and lkey[i] + const0 < floor:
                         break
-                    alive = True
-                    for r in range(R):
-                        c[r] = lc[i, r] + ic[r]
-                        if c[r] + LB[r, gj] > B[r] + slack[r]:
-                            alive = False
-                    if not alive:
-                        continue
                     v = lv[i] + iv
-                    if use_bound:
-                        for k in range(1, nk):
-                            ub = v + H[k, gj]
-                            for r in range(R):
-                                if lams[k, r] != 0.0:
-                                    ub += lams[k, r] * (B[r] - c[r])
-                            if ub < floor:
-                                alive = False
-                                break
-                    if not alive:
+                    if not _survives(lc[i], ic, lb, B, slack, v, hcol, lams, floor, use_bound, c):
                         continue
                     if m == ccap:
                         cc, cv = _grow(cc, m + 1), _grow(cv, m + 1)
@@ -380,48 +366,15 @@ def _g_dp(U, CU, EP, ECP, be_off, be_u, be_e, fr, fo, K, B, lo, hi, tol, slack, 
             start[gj] = n
             if m == 0:
                 continue
-            keep = _pareto(cc, cv, m)
-            nkept = keep.shape[0]
-            keys = np.empty(nkept)
-            for q in range(nkept):
-                j = keep[q]
-                kk = cv[j]
-                for r in range(R):
-                    if lam0[r] != 0.0:
-                        kk -= lam0[r] * cc[j, r]
-                keys[q] = kk
-            order = np.argsort(-keys, kind="mergesort")
-            if n + nkept > cap:
-                lx, lpar, lv, lkey, lc = _grow_labels(lx, lpar, lv, lkey, lc, n + nkept)
-                cap = lx.shape[0]
-            for q in range(nkept):
-                j = keep[order[q]]
-                lx[n] = cx[j]
-                lpar[n] = cpar[j]
-                lv[n] = cv[j]
-                lkey[n] = keys[order[q]]
-                for r in range(R):
-                    lc[n, r] = cc[j, r]
-                n += 1
+            lx, lpar, lv, lkey, lc, n, nkept = _commit(cc, cv, cpar, cx, m, lam0, lx, lpar, lv,
+                                                       lkey, lc, n)
             count[gj] = nkept
 
     # The last frontier is empty: one state. Highest value, then lexicographically lowest costs.
     best = -1
     gl = soff[G]
     for i in range(start[gl], start[gl] + count[gl]):
-        if not _fits(lc[i], B, tol):
-            continue
-        if best < 0 or lv[i] > lv[best]:
-            best = i
-            continue
-        if lv[i] < lv[best]:
-            continue
-        for r in range(R):
-            if lc[i, r] < lc[best, r]:
-                best = i
-                break
-            if lc[i, r] > lc[best, r]:
-                break
+        best = _better(i, best, lv, lc, B, tol)
     if best < 0:
         return widths, -np.inf, costs, n
     i = best

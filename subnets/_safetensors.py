@@ -20,8 +20,9 @@ The header maps each tensor name to ``{"dtype": "F32", "shape": [3, 3, 1, 8],
   ``{"format": "subnets.safetensors.deflate", "version": 1}`` for a compressed file, whose one
   ``U8`` tensor ``"deflated"`` holds a zlib stream (RFC 1950) of a complete subnets safetensors
   file;
-- ``__metadata__["subnets.crc32"]``: CRC-32, 8 hex digits, of the header re-encoded as canonical
-  JSON (sorted keys, no spaces) without this entry, followed by the data;
+- ``__metadata__["subnets.crc32"]``: 8 lowercase hex digits, the CRC-32 (``zlib.crc32``) of the
+  whole file with those 8 digits read as ``00000000``; the header holds the bytes
+  ``"subnets.crc32":"`` exactly once, right before them;
 - every key of the caller's ``meta`` (e.g. ``format``, ``version``, ``graph``, ``levels``), its
   value JSON-encoded (``metadata["levels"]`` is the string ``'[{"c1": 8}]'``).
 
@@ -104,6 +105,8 @@ def _escape(key: str) -> str:
 
 
 def _unescape(part: str, name: str) -> str:
+    if "~" not in part:
+        return part
     out, i = [], 0
     while i < len(part):
         c = part[i]
@@ -119,15 +122,22 @@ def _unescape(part: str, name: str) -> str:
     return "".join(out)
 
 
-def _canonical(header: dict[str, Any]) -> bytes:
-    return json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+_CRC_TOKEN = b'"' + CRC_KEY.encode() + b'":"'
+_CRC_ZERO = b"0" * 8
 
 
-def _crc(header: dict[str, Any], data: bytes | memoryview) -> str:
-    meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != CRC_KEY}
-    body = {**header, "__metadata__": meta}
-    return f"{zlib.crc32(data, zlib.crc32(_canonical(body))):08x}"
+def _crc(prefix: bytes, head: bytes, data: bytes | memoryview, at: int) -> str:
+    """CRC-32 of ``prefix + head + data`` with ``head[at:at + 8]`` read as ``00000000``."""
+    crc = zlib.crc32(head[:at], zlib.crc32(prefix))
+    crc = zlib.crc32(head[at + 8 :], zlib.crc32(_CRC_ZERO, crc))
+    return f"{zlib.crc32(data, crc):08x}"
+
+
+def _crc_at(head: bytes) -> int:
+    """Where the CRC's 8 digits start in the raw header; FormatError unless exactly once."""
+    if head.count(_CRC_TOKEN) != 1:
+        raise FormatError(f"the header must hold {_CRC_TOKEN.decode()} exactly once")
+    return head.index(_CRC_TOKEN) + len(_CRC_TOKEN)
 
 
 def _metadata(meta: dict[str, Any]) -> dict[str, str]:
@@ -169,10 +179,12 @@ def encode(leaves: list[tuple[Path, np.ndarray]], empties: list[tuple[Path, int]
     for i, (name, (_, arr)) in enumerate(zip(names, leaves, strict=True)):
         header[name] = {"dtype": _CODES[arr.dtype.name], "shape": list(arr.shape),
                         "data_offsets": list(offsets[i])}
-    metadata[CRC_KEY] = _crc(header, data)
+    metadata[CRC_KEY] = _CRC_ZERO.decode()
     head = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     head += b" " * (-len(head) % _ALIGN)
-    return b"".join((_LEN.pack(len(head)), head, data))
+    prefix, at = _LEN.pack(len(head)), _crc_at(head)
+    head = head[:at] + _crc(prefix, head, data, at).encode("ascii") + head[at + 8 :]
+    return b"".join((prefix, head, data))
 
 
 def encode_deflated(inner: bytes, level: int) -> bytes:
@@ -300,10 +312,13 @@ def parse(data: bytes | bytearray | memoryview, max_bytes: int
     (head_len,) = _LEN.unpack_from(view)
     check_header_length(head_len, n, max_bytes)
     body = view[8 + head_len :]
-    raw, header, empties, layout = _parse_header(bytes(view[8 : 8 + head_len]), len(body),
-                                                 max_bytes)
+    head = bytes(view[8 : 8 + head_len])
+    raw, header, empties, layout = _parse_header(head, len(body), max_bytes)
     if layout is not None:
-        stored, actual = raw["__metadata__"][CRC_KEY], _crc(raw, body)
+        stored, at = raw["__metadata__"][CRC_KEY], _crc_at(head)
+        if head[at : at + 8] != stored.encode("utf-8"):
+            raise FormatError(f"{CRC_KEY!r} is not stored as {_CRC_TOKEN.decode()}<8 digits>\"")
+        actual = _crc(bytes(view[:8]), head, body, at)
         if stored != actual:
             raise FormatError(f"checksum mismatch (stored {stored!r}, computed {actual!r})")
     return header, empties, body, layout
@@ -385,9 +400,17 @@ def peek_stream(stream: bytes | memoryview, max_bytes: int) -> Header:
     return header._replace(compressed=True, stored_nbytes=len(stream), inflated_nbytes=total)
 
 
-def inflate_stream(stream: bytes | memoryview, max_bytes: int) -> bytes:
-    """``zlib(file)`` inflated, the size bounded from its header before the rest is inflated."""
-    total = peek_stream(stream, max_bytes).inflated_nbytes
+def inflate_stream(stream: bytes | memoryview, max_bytes: int, *, total: int | None = None
+                   ) -> bytes:
+    """``zlib(file)`` inflated, the size bounded from its header before the rest is inflated.
+
+    ``total``: the size :func:`peek_stream` already returned (skips reading the header again);
+    the stream must inflate to exactly that many bytes.
+    """
+    if total is None:
+        total = peek_stream(stream, max_bytes).inflated_nbytes
+    elif total > max_bytes:
+        raise FormatError(f"inflated payload length {total} is over max_bytes={max_bytes}")
     return _inflate(memoryview(stream), total)
 
 

@@ -33,10 +33,14 @@ SMALL = {
 # A forger written from the _safetensors module docstring, not from its code.
 
 
-def canonical_crc(header: dict, data: bytes) -> str:
-    meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != "subnets.crc32"}
-    body = json.dumps({**header, "__metadata__": meta}, sort_keys=True, separators=(",", ":"))
-    return f"{zlib.crc32(data, zlib.crc32(body.encode())):08x}"
+TOKEN = b'"subnets.crc32":"'
+
+
+def with_crc(file: bytes) -> bytes:
+    """Fill in the CRC as documented: of the whole file, its 8 digits read as 00000000."""
+    at = file.index(TOKEN) + len(TOKEN)
+    zeroed = file[:at] + b"00000000" + file[at + 8 :]
+    return zeroed[:at] + f"{zlib.crc32(zeroed):08x}".encode() + zeroed[at + 8 :]
 
 
 def forge(tensors: dict, data: bytes = b"", *, meta: dict | None = None, layout=None,
@@ -46,11 +50,13 @@ def forge(tensors: dict, data: bytes = b"", *, meta: dict | None = None, layout=
     if layout is not False:
         metadata["subnets.layout"] = json.dumps(
             layout or {"format": "subnets.safetensors", "version": 1, "empty": []})
-    header = {"__metadata__": metadata, **tensors}
     if crc and layout is not False:
-        metadata["subnets.crc32"] = canonical_crc(header, data)
-    head = raw_header if raw_header is not None else json.dumps(header).encode()
-    return struct.pack("<Q", len(head) if head_len is None else head_len) + head + data
+        metadata["subnets.crc32"] = "00000000"
+    header = {"__metadata__": metadata, **tensors}
+    head = raw_header if raw_header is not None else json.dumps(
+        header, separators=(",", ":")).encode()
+    file = struct.pack("<Q", len(head) if head_len is None else head_len) + head + data
+    return with_crc(file) if crc and TOKEN in file else file
 
 
 def t(dtype="F32", shape=(2,), offsets=(0, 8)):
@@ -79,7 +85,7 @@ def test_layout_matches_documentation():
     assert metadata["levels"] == '[{"c1":8}]'  # caller keys JSON-encoded
     assert json.loads(metadata["subnets.layout"]) == {
         "format": "subnets.safetensors", "version": 1, "empty": []}
-    assert metadata["subnets.crc32"] == canonical_crc(header, body)
+    assert with_crc(data) == data and len(metadata["subnets.crc32"]) == 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,10 +279,20 @@ def test_crc_mismatch_and_meta_checks():
 def _bad_meta() -> bytes:
     header = {"__metadata__": {"a": "not json",
                                "subnets.layout": json.dumps({"format": "subnets.safetensors",
-                                                             "version": 1, "empty": []})}}
-    header["__metadata__"]["subnets.crc32"] = canonical_crc(header, b"")
-    head = json.dumps(header).encode()
-    return struct.pack("<Q", len(head)) + head
+                                                             "version": 1, "empty": []}),
+                               "subnets.crc32": "00000000"}}
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return with_crc(struct.pack("<Q", len(head)) + head)
+
+
+def test_the_crc_field_must_appear_once_in_the_documented_form():
+    good = forge({"w": t()}, TWO)
+    spaced = good.replace(TOKEN, b'"subnets.crc32": "', 1)  # same JSON, other bytes
+    spaced = struct.pack("<Q", struct.unpack_from("<Q", spaced)[0] + 1) + spaced[8:]
+    with pytest.raises(FormatError, match="exactly once"):
+        io.loads(spaced)
+    twice = forge({"w": t()}, TWO, meta={"x": "\"subnets.crc32\":\"00000000"})
+    assert io.loads(twice)[1] == {"x": '"subnets.crc32":"00000000'}  # escaped in a string
 
 
 @settings(database=None, max_examples=300, deadline=None,

@@ -225,7 +225,7 @@ class Portfolio:
         blob = self._blobs[name]
         bound = max(need, len(blob))
         if not _is_v1(blob):
-            blob = _safetensors.inflate_stream(blob, bound)
+            blob = _safetensors.inflate_stream(blob, bound, total=need)
         # copy=False: the arrays are views into the one inflated buffer, no second copy.
         variables, _ = io.loads(blob, max_bytes=bound, copy=False)
         self._active, self._variables = name, variables

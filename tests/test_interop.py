@@ -4,6 +4,7 @@ Family.load, load_level and `subnets export` on both formats."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -144,3 +145,49 @@ def test_cli_export_reads_both_family_formats(family, tmp_path, writer, capsys):
     reference = tmp_path / "reference"
     export.nested_c(family, reference, int8=False)
     assert manifest["levels"] == json.loads((reference / "manifest.json").read_text())["levels"]
+
+
+OLD = Path(__file__).parent / "data" / "old_files"  # written by fa79d4e (make_old_files.py)
+
+
+def test_files_written_by_the_previous_version_still_load():
+    expected = json.loads((OLD / "expected.json").read_text())
+    x = np.asarray(expected["x"], np.float32)
+    for name in ("family.subnets", "portfolio.subnets", "level_0.subnets"):
+        assert io.format_of((OLD / name).read_bytes()) == "subnets-v1"
+    fam = Family.load(OLD / "family.subnets")  # no model: the stored graph runs
+    assert fam.levels == expected["levels"] and fam.level_batch_stats is not None
+    for i, logits in enumerate(expected["family"]):
+        np.testing.assert_allclose(np.asarray(fam.apply(x, i)), logits, rtol=1e-5, atol=1e-5)
+    assert io.load(OLD / "family.subnets")[1]["extra"] == {"note": "fa79d4e"}
+
+    p = Portfolio.load(OLD / "portfolio.subnets")
+    assert p.names == ("level_0", "level_1") and p.active == "level_0"
+    for i in range(2):
+        assert p.meta(f"level_{i}") == {"level": i}
+        np.testing.assert_allclose(np.asarray(p.apply(x, f"level_{i}")),
+                                   np.asarray(fam.net.apply(fam.level_variables(i), x)),
+                                   rtol=1e-5, atol=1e-5)
+    model, v, meta = load_level(OLD / "level_0.subnets")
+    assert meta["accuracy"] == 0.5
+    np.testing.assert_allclose(np.asarray(model.apply(v, x)),
+                               np.asarray(fam.net.apply(fam.level_variables(0), x)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_old_files_resaved_are_safetensors_and_equal(tmp_path):
+    fam = Family.load(OLD / "family.subnets")
+    fam.save(tmp_path / "family.subnets")
+    again = Family.load(tmp_path / "family.subnets")
+    assert io.format_of((tmp_path / "family.subnets").read_bytes()) == "safetensors"
+    for a, b in zip(jax.tree.leaves((fam.variables, fam.level_batch_stats)),
+                    jax.tree.leaves((again.variables, again.level_batch_stats)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    p = Portfolio.load(OLD / "portfolio.subnets")
+    p.save(tmp_path / "portfolio.subnets")
+    q = Portfolio.load(tmp_path / "portfolio.subnets")
+    assert io.format_of((tmp_path / "portfolio.subnets").read_bytes()) == "safetensors"
+    for name in p.names:
+        for a, b in zip(jax.tree.leaves(p.switch(name)), jax.tree.leaves(q.switch(name)),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)

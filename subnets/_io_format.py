@@ -1,13 +1,50 @@
 """The bytes behind :mod:`subnets.io` (private): the version-1 layout, its encoder and decoder.
 
-:mod:`subnets.io` documents the layout and is the public face (argument checks, files). Here:
-constants, the dtype table, packing, and every check :func:`subnets.io.loads` and
-:func:`subnets.io.peek` make (lengths, CRC, header, array specs, bounded inflation).
+:mod:`subnets.io` is the public face (argument checks, files, the choice of format; the
+default format is safetensors, :mod:`subnets._safetensors`). Here: constants, the dtype table,
+packing, and every check :func:`subnets.io.loads` and :func:`subnets.io.peek` make on a
+version-1 file (lengths, CRC, header, array specs, bounded inflation).
+
+File format, version 1 (all integers little-endian)::
+
+    offset  size  field
+    0       8     magic b"\\x89SUBNET\\n"   (\\x89 and \\n catch 7-bit and text-mode transfers)
+    8       2     version, uint16 = 1
+    10      2     flags, uint16: bit 0 = payload is a zlib stream (RFC 1950, DEFLATE inside);
+                  all other bits must be 0
+    12      4     H = header length, uint32
+    16      8     S = stored payload length, uint64
+    24      8     R = inflated payload length, uint64 (R == S when not compressed)
+    32      H     header: UTF-8 JSON object, right-padded with spaces to a multiple of 16 bytes
+    32+H    S     payload (raw, or zlib-compressed raw bytes)
+    32+H+S  4     CRC-32 (zlib.crc32) of every preceding byte, uint32
+
+The header is ``{"arrays": [...], "empty": [...], "meta": {...}}``:
+
+- ``arrays``: one entry per leaf, in the tree's insertion order:
+  ``{"path": ["params", "conv0", "kernel"], "dtype": "float32", "shape": [3, 3, 1, 8],
+  "offset": 0}``. Offsets index the raw (inflated) payload. Arrays are packed in order, each
+  starting at the previous end rounded up to 16 bytes (padding bytes are zero), so an array's
+  byte size is ``prod(shape) * itemsize`` and the payload ends exactly where the last array does.
+  Data are C-ordered and little-endian; ``bool`` is one byte, 0 or 1; ``bfloat16`` is stored as
+  its 16-bit pattern.
+- ``empty``: the empty dicts of the tree, as ``{"path": [...], "at": k}``, meaning "created
+  just before ``arrays[k]``" so key order survives a round trip. ``{"path": [], "at": 0}`` is an
+  empty root.
+- ``meta``: any JSON object (finite numbers only).
+
+A reader rejects, with :class:`FormatError`: bad magic, unknown version or flags, lengths over
+``max_bytes`` or inconsistent with the input length (truncated or trailing bytes), a CRC
+mismatch, invalid UTF-8/JSON (including NaN/Infinity, duplicate keys, unknown fields), unknown
+dtypes, shapes that are not lists of non-negative ints, sizes over ``max_bytes``, offsets that
+are not the packed ones, paths that collide, and compressed payloads that inflate to anything
+but exactly ``R`` bytes (inflation stops at ``R``, so a zip bomb allocates at most ``R``).
 
 Example:
     >>> import numpy as np
     >>> from subnets import _io_format, io
-    >>> _io_format.decode(io.dumps({"w": np.arange(3, dtype=np.int8)}), 1 << 20, copy=True)
+    >>> _io_format.decode(io.dumps({"w": np.arange(3, dtype=np.int8)}, format="subnets-v1"),
+    ...                   1 << 20, copy=True)
     ({'w': array([0, 1, 2], dtype=int8)}, {})
 
 References:

@@ -16,6 +16,17 @@ exists (the old one until the switch, the new one after). :func:`restore` checks
 before orbax reads a byte; a damaged version is named (its file) in a warning and skipped in
 favour of the previous one. :func:`exists` is true only when some version verifies.
 
+Checkpoints of the layout before versions (``DIR/state/`` orbax folder + ``DIR/meta.json``,
+written by subnets up to the versioned layout) are still read: they carry no hashes, so they are
+checked by restoring them (orbax's own metadata must be present and every array readable), and
+they are the last resort after every version. A new :func:`save` into such a folder writes
+``v000001`` beside them and never deletes them.
+
+Orbax restores trees as dicts and lists. Pass ``like=`` (a tree of the saved structure, e.g. a
+freshly initialised training state) to :func:`restore`, or use :func:`save_state` /
+:func:`restore_state`, to get back the saved types: optax named tuples, the pruning wrapper's
+``MaskedState``, JAX arrays on the template's devices.
+
 Nothing non-finite is saved: a float leaf holding NaN or infinity raises ``ValueError`` naming
 its path (``allow_nonfinite=True`` to opt out).
 
@@ -49,7 +60,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from subnets import _finite
+from subnets import _checkpoint_tree, _finite
 from subnets.io import _fsync_dir, atomic_write, write_json
 
 FORMAT = "subnets-checkpoint"
@@ -189,6 +200,42 @@ def _candidates(d: Path) -> list[str]:
     return names
 
 
+def _is_legacy(d: Path) -> bool:
+    """``d`` holds a checkpoint of the layout before versions: ``state/`` + ``meta.json``."""
+    return (d / "state").is_dir() and (d / "meta.json").is_file()
+
+
+def _legacy_meta(d: Path) -> dict:
+    """The ``meta.json`` of an old-layout checkpoint; CheckpointError naming the file."""
+    mpath = d / "meta.json"
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{mpath}: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{mpath}: not a JSON object")
+    marker = d / "state" / "_METADATA"
+    if not marker.is_file():
+        raise CheckpointError(f"{marker}: missing (incomplete old-layout checkpoint)")
+    return meta
+
+
+def _orbax_restore(state: Path) -> Any:
+    try:
+        return _checkpointer().restore(str(state))
+    except OSError as e:
+        raise CheckpointError(f"{state}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types
+        raise CheckpointError(f"{state}: orbax could not read it "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def _load_legacy(d: Path) -> tuple[Any, dict]:
+    """Tree and meta of an old-layout checkpoint (no hashes: checked by reading it all)."""
+    meta = _legacy_meta(d)
+    return _orbax_restore(d / "state"), meta
+
+
 def _select(d: Path, *, warn: bool = True) -> tuple[Path, dict] | None:
     problems = []
     for name in _candidates(d):
@@ -202,11 +249,20 @@ def _select(d: Path, *, warn: bool = True) -> tuple[Path, dict] | None:
                 warnings.warn(f"skipping damaged checkpoint: {p}; using {d / name}",
                               stacklevel=3)
         return d / name, manifest
+    if _is_legacy(d):
+        try:
+            _, meta = _load_legacy(d)
+        except CheckpointError:
+            return None
+        return d, {"meta": meta}
     return None
 
 
 def exists(directory: str | os.PathLike) -> bool:
-    """Whether ``directory`` holds at least one complete checkpoint whose hashes verify."""
+    """Whether ``directory`` holds at least one complete checkpoint whose hashes verify.
+
+    An old-layout checkpoint (``state/`` + ``meta.json``, no hashes) counts when orbax reads it.
+    """
     return _select(Path(directory).absolute(), warn=False) is not None
 
 
@@ -283,66 +339,124 @@ def _prune(d: Path, *, keep: str) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def restore(directory: str | os.PathLike) -> tuple[Any, dict]:
+def restore(directory: str | os.PathLike, *, like: Any = None) -> tuple[Any, dict]:
     """Load ``(tree, meta)`` of the newest verified version; arrays come back as numpy.
 
-    A damaged version is skipped with a warning naming its file, in favour of the previous one.
+    A damaged version is skipped with a warning naming its file, in favour of the previous one;
+    an old-layout checkpoint (``state/`` + ``meta.json``) in the folder is the last resort.
+
+    Args:
+        directory: the checkpoint directory.
+        like: optional tree of the saved structure (e.g. a freshly initialised optimiser
+            state): the tree comes back in its structure and leaf types (optax named tuples,
+            JAX arrays on the same devices) instead of orbax's dicts and lists.
 
     Raises:
         FileNotFoundError: ``directory`` holds no checkpoint at all.
-        CheckpointError: every version is damaged (the message names the files).
+        CheckpointError: every version is damaged (the message names the files), or the tree
+            does not match ``like`` (naming the leaf).
+
+    Example:
+        >>> import tempfile, jax.numpy as jnp, optax
+        >>> from subnets import checkpoint
+        >>> opt = optax.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)})
+        >>> d = tempfile.mkdtemp() + "/ck"
+        >>> checkpoint.save(d, {"opt": opt})
+        >>> type(checkpoint.restore(d)[0]["opt"]).__name__  # orbax's plain containers
+        'list'
+        >>> back, _ = checkpoint.restore(d, like={"opt": opt})
+        >>> type(back["opt"][0]).__name__
+        'TraceState'
     """
     d = Path(directory).absolute()
-    if not _candidates(d):
-        raise FileNotFoundError(f"{d}: no checkpoint (no v*/ version folders)")
+    legacy = _is_legacy(d)
+    if not _candidates(d) and not legacy:
+        raise FileNotFoundError(f"{d}: no checkpoint (no v*/ version folders, no old-layout "
+                                "state/ + meta.json)")
     problems: list[str] = []
+    found = None
     for name in _candidates(d):
         try:
             manifest = _verify(d / name)
-            tree = _checkpointer().restore(str(d / name / "state"))
+            found = (_orbax_restore(d / name / "state"), manifest["meta"], d / name)
+            break
         except (CheckpointError, OSError) as e:
             problems.append(str(e))
-            continue
-        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types
-            problems.append(f"{d / name / 'state'}: orbax could not read it "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-            continue
-        for p in problems:
-            warnings.warn(f"skipping damaged checkpoint: {p}; using {d / name}", stacklevel=2)
-        return jax.tree.map(np.asarray, tree), manifest["meta"]
-    raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
+    if found is None and legacy:
+        try:
+            found = (*_load_legacy(d), d / "state")
+        except CheckpointError as e:
+            problems.append(str(e))
+    if found is None:
+        raise CheckpointError("no usable checkpoint: " + "; ".join(problems))
+    tree, meta, used = found
+    for p in problems:
+        warnings.warn(f"skipping damaged checkpoint: {p}; using {used}", stacklevel=2)
+    tree = jax.tree.map(np.asarray, tree)
+    if like is not None:
+        try:
+            tree = _checkpoint_tree.like(tree, like, str(used))
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+    return tree, meta
 
 
 def save_state(directory: str | os.PathLike, state: Any, *, epoch: int, epochs: int,
                meta: dict | None = None) -> None:
     """Save a training state (any pytree of arrays) after ``epoch`` of ``epochs``, to resume.
 
-    The leaves are stored flat, in ``jax.tree.leaves`` order; :func:`restore_state` puts them
-    back into the structure of a freshly initialised state.
+    The leaves are stored flat, in ``jax.tree.leaves`` order, and the meta records each one's
+    key path, dtype and shape; :func:`restore_state` puts them back into the structure and
+    types of a freshly initialised state and refuses one of another structure.
     """
     leaves = jax.tree.leaves(state)
     save(directory, {f"{i:06d}": np.asarray(a) for i, a in enumerate(leaves)},
-         meta={**(meta or {}), "epoch": int(epoch), "epochs": int(epochs)})
+         meta={**(meta or {}), "epoch": int(epoch), "epochs": int(epochs),
+               "leaves": _checkpoint_tree.describe(state)})
 
 
 def restore_state(directory: str | os.PathLike, template: Any, *, epochs: int
                   ) -> tuple[Any, int]:
     """``(state, epochs_done)`` from :func:`save_state`, shaped and typed like ``template``.
 
+    The state has ``template``'s pytree structure (optax named tuples, the pruning wrapper's
+    ``MaskedState``), dtypes, and leaf types: a JAX array comes back as a JAX array on the
+    template leaf's sharding, so a jitted step runs on it without recompiling, and one more
+    step gives the same result as it would have in the saved run.
+
     Raises:
-        CheckpointError: the checkpoint belongs to a run of another length or structure.
+        CheckpointError: the checkpoint belongs to a run of another length or structure (the
+            message names the first differing leaf).
+
+    Example:
+        >>> import tempfile, jax.numpy as jnp, optax
+        >>> from subnets import checkpoint
+        >>> tx = optax.adam(1e-3)
+        >>> params = {"w": jnp.ones(3)}
+        >>> s = tx.init(params)
+        >>> _, s = tx.update(params, s)
+        >>> d = tempfile.mkdtemp() + "/ck"
+        >>> checkpoint.save_state(d, s, epoch=1, epochs=3)
+        >>> back, done = checkpoint.restore_state(d, tx.init(params), epochs=3)
+        >>> type(back[0]).__name__, int(back[0].count), done
+        ('ScaleByAdamState', 1, 1)
     """
     tree, meta = restore(directory)
     if meta.get("epochs") != epochs:
         raise CheckpointError(f"{directory}: saved by a run of {meta.get('epochs')} epochs, this "
                               f"one has {epochs}")
-    leaves = [tree[k] for k in sorted(tree)]
+    keys = sorted(tree)
     want = jax.tree.leaves(template)
-    if len(leaves) != len(want) or any(np.shape(a) != np.shape(b)
-                                       for a, b in zip(leaves, want, strict=False)):
-        raise CheckpointError(f"{directory}: holds a training state of another structure "
-                              "(different model or optimiser)")
+    try:
+        if isinstance(meta.get("leaves"), list):
+            _checkpoint_tree.check_described(meta["leaves"], template, str(directory))
+        if len(keys) != len(want) or any(np.shape(tree[k]) != np.shape(b)
+                                         for k, b in zip(keys, want, strict=False)):
+            raise ValueError(f"{directory}: holds a training state of another structure "
+                             "(different model or optimiser)")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     state = jax.tree.unflatten(jax.tree.structure(template),
-                               [np.asarray(a, dtype=np.asarray(b).dtype)
-                                for a, b in zip(leaves, want, strict=True)])
+                               [_checkpoint_tree.cast(tree[k], b)
+                                for k, b in zip(keys, want, strict=True)])
     return state, int(meta["epoch"])

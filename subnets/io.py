@@ -4,70 +4,61 @@ Variables here are plain nested dicts with ``str`` keys whose leaves are arrays 
 anything ``numpy.asarray`` accepts) of a numeric dtype from :data:`SUPPORTED_DTYPES`. Loading
 parses only lengths, JSON and raw numbers: no code runs, and every size is checked against
 ``max_bytes`` before anything of that size is allocated, so a hostile file costs at most
-``max_bytes`` of memory and raises :class:`FormatError` instead of crashing.
+``max_bytes`` of memory and raises :class:`FormatError` (naming the file) instead of crashing.
 
-File format, version 1 (all integers little-endian)::
+Two formats; readers tell them apart by their first bytes, writers choose with ``format=``:
 
-    offset  size  field
-    0       8     magic b"\\x89SUBNET\\n"   (\\x89 and \\n catch 7-bit and text-mode transfers)
-    8       2     version, uint16 = 1
-    10      2     flags, uint16: bit 0 = payload is a zlib stream (RFC 1950, DEFLATE inside);
-                  all other bits must be 0
-    12      4     H = header length, uint32
-    16      8     S = stored payload length, uint64
-    24      8     R = inflated payload length, uint64 (R == S when not compressed)
-    32      H     header: UTF-8 JSON object, right-padded with spaces to a multiple of 16 bytes
-    32+H    S     payload (raw, or zlib-compressed raw bytes)
-    32+H+S  4     CRC-32 (zlib.crc32) of every preceding byte, uint32
+- ``"safetensors"`` (the default): a standard safetensors file, readable from PyTorch, NumPy,
+  JAX and Hugging Face tools. Tensors are named by their path, ``"params/conv1/kernel"``; the
+  metadata (each key of ``meta``, JSON-encoded, plus the empty dicts and a CRC-32) lives in its
+  ``__metadata__``; see :mod:`subnets._safetensors` for the exact layout and checks. With
+  ``compress=True`` the file is a safetensors file holding one ``uint8`` tensor
+  ``"deflated"``, the zlib stream of the uncompressed file. Any safetensors file loads (names
+  split at ``/`` into nested dicts; ``meta`` is then its raw ``__metadata__``).
+- ``"subnets-v1"``: the original format (magic ``b"\\x89SUBNET\\n"``, a JSON header, a raw
+  or DEFLATE payload, a CRC-32), documented in :mod:`subnets._io_format`; still read and written.
 
-The header is ``{"arrays": [...], "empty": [...], "meta": {...}}``:
+Reading a file in PyTorch (or NumPy with ``safetensors.numpy``)::
 
-- ``arrays``: one entry per leaf, in the tree's insertion order:
-  ``{"path": ["params", "conv0", "kernel"], "dtype": "float32", "shape": [3, 3, 1, 8],
-  "offset": 0}``. Offsets index the raw (inflated) payload. Arrays are packed in order, each
-  starting at the previous end rounded up to 16 bytes (padding bytes are zero), so an array's
-  byte size is ``prod(shape) * itemsize`` and the payload ends exactly where the last array does.
-  Data are C-ordered and little-endian; ``bool`` is one byte, 0 or 1; ``bfloat16`` is stored as
-  its 16-bit pattern.
-- ``empty``: the empty dicts of the tree, as ``{"path": [...], "at": k}``, meaning "created
-  just before ``arrays[k]``" so key order survives a round trip. ``{"path": [], "at": 0}`` is an
-  empty root.
-- ``meta``: any JSON object (finite numbers only).
+    from safetensors.torch import load_file            # pip install safetensors
+    weights = load_file("family.subnets")              # {"params/conv1/kernel": tensor, ...}
+    # compressed files (compress=True, portfolio variants): inflate first
+    import zlib; from safetensors import safe_open; from safetensors.torch import load
+    with safe_open("model.subnets", "np") as f:
+        weights = load(zlib.decompress(f.get_tensor("deflated").tobytes()))
 
-A reader rejects, with :class:`FormatError`: bad magic, unknown version or flags, lengths over
-``max_bytes`` or inconsistent with the input length (truncated or trailing bytes), a CRC
-mismatch, invalid UTF-8/JSON (including NaN/Infinity, duplicate keys, unknown fields), unknown
-dtypes, shapes that are not lists of non-negative ints, sizes over ``max_bytes``, offsets that
-are not the packed ones, paths that collide, and compressed payloads that inflate to anything
-but exactly ``R`` bytes (inflation stops at ``R``, so a zip bomb allocates at most ``R``).
+Flax/JAX kernels keep their layout (e.g. HWIO convolutions); PyTorch's is OIHW.
 
 Example:
     >>> import numpy as np
     >>> from subnets import io
     >>> v = {"params": {"conv0": {"kernel": np.ones((3, 3, 1, 8), np.float32)}},
     ...      "batch_stats": {}}
-    >>> data = io.dumps(v, meta={"accuracy": 0.91}, compress=True)
+    >>> data = io.dumps(v, meta={"accuracy": 0.91})
     >>> w, meta = io.loads(data)
     >>> w["params"]["conv0"]["kernel"].shape, w["batch_stats"], meta
     ((3, 3, 1, 8), {}, {'accuracy': 0.91})
+    >>> from safetensors.numpy import load
+    >>> sorted(load(data)), io.format_of(data)
+    (['params/conv0/kernel'], 'safetensors')
 
 References:
-    DNNShifter (Eccles et al., 2023) keeps inactive model variants DEFLATE-compressed; this is the
-    storage layer its portfolio (:mod:`subnets.runtime.portfolio`) is built on.
+    safetensors format specification (Hugging Face). DNNShifter (Eccles et al., 2023) keeps
+    inactive model variants DEFLATE-compressed; this is the storage layer its portfolio
+    (:mod:`subnets.runtime.portfolio`) is built on.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import secrets
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from subnets import _finite, _io_format
+from subnets import _finite, _io_format, _safetensors
 from subnets._io_format import (
     _DTYPES,
     SUPPORTED_DTYPES,
@@ -94,6 +85,8 @@ __all__ = [
     "read_json",
     "write_json",
     "dumps",
+    "FORMATS",
+    "format_of",
     "load",
     "loads",
     "peek",
@@ -101,6 +94,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any model we ship, far below a machine's RAM.
+FORMATS = ("safetensors", "subnets-v1")
 
 # Defined next to the decoder, which needs them, but public here: tracebacks, reprs, pickles and
 # docs should name subnets.io.FormatError, not the private module.
@@ -157,6 +151,7 @@ def dumps(
     meta: Mapping[str, Any] | None = None,
     compress: bool = False,
     level: int = 6,
+    format: str = "safetensors",
 ) -> bytes:
     """Serialises a nested dict of arrays and a JSON metadata dict to bytes.
 
@@ -167,6 +162,7 @@ def dumps(
             allowed).
         compress: DEFLATE the payload (zlib stream). Worth it for sparse or pruned weights.
         level: zlib compression level 0-9 when ``compress``.
+        format: ``"safetensors"`` or ``"subnets-v1"`` (see the module docstring).
 
     Returns:
         The encoded file contents (see the module docstring for the layout).
@@ -174,7 +170,8 @@ def dumps(
     Raises:
         TypeError: a key is not a ``str``, a leaf is not an array of a supported dtype, or
             ``meta`` is not JSON-serialisable.
-        ValueError: ``meta`` holds NaN or infinity, or ``level`` is out of range.
+        ValueError: ``meta`` holds NaN or infinity, ``level`` or ``format`` is unknown, or (in
+            safetensors) a ``meta`` key starts with the reserved ``"subnets."``.
 
     Example:
         >>> import numpy as np
@@ -188,12 +185,41 @@ def dumps(
     """
     if compress and (type(level) is not int or not 0 <= level <= 9):
         raise ValueError(f"level must be an int in 0..9, got {level!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     leaves, empties = _flatten(variables)
     meta = {} if meta is None else meta
     if not isinstance(meta, Mapping):
         raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    if format == "subnets-v1":
+        return _io_format.encode(leaves, empties, dict(meta), compress=compress, level=level)
+    data = _safetensors.encode(leaves, empties, dict(meta))
+    return _safetensors.encode_deflated(data, level) if compress else data
 
-    return _io_format.encode(leaves, empties, dict(meta), compress=compress, level=level)
+
+def format_of(data: bytes | bytearray | memoryview) -> str:
+    """``"safetensors"`` or ``"subnets-v1"``: the format the first bytes of ``data`` announce.
+
+    Raises:
+        FormatError: neither (the message shows the first bytes).
+
+    Example:
+        >>> import numpy as np
+        >>> from subnets import io
+        >>> io.format_of(io.dumps({"w": np.ones(2)}, format="subnets-v1"))
+        'subnets-v1'
+    """
+    view = memoryview(data).cast("B")
+    head = bytes(view[: len(MAGIC)])
+    if head == MAGIC[: len(head)]:
+        return "subnets-v1"  # (a truncated magic is still called v1, for the clearer error)
+    if _safetensors.is_safetensors(view[:9]):
+        return "safetensors"
+    if len(view) < 9:
+        raise FormatError(f"not a subnets file (bad magic {head!r}; truncated: {len(view)} "
+                          "bytes, too short for either format)")
+    raise FormatError(f"not a subnets file (bad magic {head!r}: neither the subnets-v1 magic "
+                      "nor a safetensors header)")
 
 
 def _fsync_dir(folder: str) -> None:
@@ -259,6 +285,7 @@ def save(
     compress: bool = False,
     level: int = 6,
     allow_nonfinite: bool = False,
+    format: str = "safetensors",
 ) -> None:
     """Writes :func:`dumps` output to ``path`` atomically.
 
@@ -274,6 +301,7 @@ def save(
         level: see :func:`dumps`.
         allow_nonfinite: write float arrays holding NaN/inf; by default they raise
             ``ValueError`` naming the array (nothing non-finite is saved by accident).
+        format: ``"safetensors"`` (default) or ``"subnets-v1"``, see :func:`dumps`.
 
     Example:
         >>> import os, tempfile, numpy as np
@@ -290,7 +318,8 @@ def save(
     if not allow_nonfinite:
         for leaf_path, arr in _flatten(variables)[0]:
             _finite.check_array(arr, f"{os.fspath(path)}: array {'/'.join(leaf_path)}")
-    atomic_write(path, dumps(variables, meta=meta, compress=compress, level=level))
+    atomic_write(path, dumps(variables, meta=meta, compress=compress, level=level,
+                             format=format))
 
 
 def peek(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Header:
@@ -304,7 +333,8 @@ def peek(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_B
         max_bytes: bound on the input size and on the inflated payload size.
 
     Returns:
-        The :class:`Header`; ``inflated_nbytes`` is what :func:`loads` would allocate.
+        The :class:`Header`; ``inflated_nbytes`` is what :func:`loads` would allocate (for a
+        compressed safetensors file: the whole inflated file, header included).
 
     Raises:
         FormatError: the input is truncated, corrupt, or over ``max_bytes``.
@@ -312,14 +342,21 @@ def peek(data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_B
     Example:
         >>> import numpy as np
         >>> from subnets import io
-        >>> h = io.peek(io.dumps({"w": np.zeros((4, 4), np.float16)}, compress=True))
+        >>> h = io.peek(io.dumps({"w": np.zeros((4, 4), np.float16)}, compress=True,
+        ...                      format="subnets-v1"))
         >>> h.arrays[0].path, h.arrays[0].shape, h.inflated_nbytes
         (('w',), (4, 4), 32)
+        >>> h = io.peek(io.dumps({"w": np.zeros((4, 4), np.float16)}, compress=True))
+        >>> h.compressed, h.inflated_nbytes  # the whole inflated safetensors file
+        (True, 224)
 
     References:
         DNNShifter (Eccles et al., 2023).
     """
-    return _io_format.read_header(data, max_bytes)
+    _io_format.check_max_bytes(max_bytes)
+    if format_of(data) == "subnets-v1":
+        return _io_format.read_header(data, max_bytes)
+    return _safetensors.read_header(data, max_bytes)
 
 
 def loads(
@@ -354,7 +391,10 @@ def loads(
     References:
         DNNShifter (Eccles et al., 2023).
     """
-    return _io_format.decode(data, max_bytes, copy=copy)
+    _io_format.check_max_bytes(max_bytes)
+    if format_of(data) == "subnets-v1":
+        return _io_format.decode(data, max_bytes, copy=copy)
+    return _safetensors.decode(data, max_bytes, copy=copy)
 
 
 def load(
@@ -390,18 +430,29 @@ def load(
     References:
         DNNShifter (Eccles et al., 2023).
     """
-    data = _read_bounded(path, max_bytes)
     try:
+        data = _read_bounded(path, max_bytes, _check_prefix)
         return loads(data, max_bytes=max_bytes, copy=copy)
     except FormatError as e:
-        raise FormatError(f"{os.fspath(path)}: {e}") from None
+        where = os.fspath(path)
+        raise FormatError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+
+
+def _check_prefix(prefix: bytes, size: int, max_bytes: int) -> None:
+    """Before reading past the first bytes: a safetensors header length must fit the file."""
+    if len(prefix) >= 9 and format_of(prefix) == "safetensors":
+        (head_len,) = struct.unpack_from("<Q", prefix)
+        _safetensors.check_header_length(head_len, size, max_bytes)
 
 
 _CHUNK = 1 << 20
 
 
-def _read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The file's bytes, read in chunks: memory follows the real size, never ``max_bytes``."""
+def _read_bounded(path: str | os.PathLike[str], max_bytes: int, check: Any = None) -> bytes:
+    """The file's bytes, read in chunks: memory follows the real size, never ``max_bytes``.
+
+    ``check(first_16_bytes, size, max_bytes)``, if given, runs before anything more is read.
+    """
     _io_format.check_max_bytes(max_bytes)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -409,6 +460,11 @@ def _read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
             raise FormatError(f"{os.fspath(path)}: {size} bytes, over max_bytes={max_bytes}")
         chunks = []
         total = 0
+        if check is not None:
+            first = f.read(min(16, max_bytes + 1))
+            check(first, size, max_bytes)
+            chunks.append(first)
+            total = len(first)
         # Each read asks for what fstat promised (+1 to notice growth), at most one chunk.
         while chunk := f.read(min(_CHUNK, max_bytes + 1 - total, max(size - total, 0) + 1)):
             chunks.append(chunk)
@@ -418,59 +474,5 @@ def _read_bounded(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-# --------------------------------------------------------------------------------------------
-# JSON side files (metrics, reports, manifests): strict and atomic, through one helper.
-
-
-def _strict(obj: Any, nonfinite: str, where: str) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _strict(v, nonfinite, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_strict(v, nonfinite, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic) or (hasattr(obj, "__array__") and np.ndim(obj) == 0):
-        obj = np.asarray(obj).item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        if nonfinite == "null":
-            return None
-        raise ValueError(f"{where} is {obj}: JSON files hold finite numbers only")
-    return obj
-
-
-def write_json(path: str | os.PathLike[str], obj: Any, *, nonfinite: str = "error",
-               indent: int | None = 1) -> None:
-    """Write ``obj`` as strict JSON to ``path`` atomically (temp file, fsync, rename).
-
-    The rule for NaN and infinity: ``nonfinite="error"`` (default) raises ``ValueError`` naming
-    the key path before the disk is touched; ``"null"`` writes them as ``null`` (used for
-    metrics, where "no value" is the honest record of a non-finite one). NumPy/JAX scalars
-    become Python numbers; the output never holds ``NaN``/``Infinity``.
-
-    Example:
-        >>> import os, tempfile
-        >>> from subnets import io
-        >>> p = os.path.join(tempfile.mkdtemp(), "m.json")
-        >>> io.write_json(p, {"acc": 0.5, "loss": float("inf")}, nonfinite="null")
-        >>> io.read_json(p)
-        {'acc': 0.5, 'loss': None}
-
-    References:
-        RFC 8259 (JSON has no NaN or infinity).
-    """
-    if nonfinite not in ("error", "null"):
-        raise ValueError(f"nonfinite must be 'error' or 'null', got {nonfinite!r}")
-    clean = _strict(obj, nonfinite, "$")
-    text = json.dumps(clean, indent=indent, allow_nan=False) + "\n"
-    atomic_write(path, text.encode("utf-8"))
-
-
-def read_json(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20) -> Any:
-    """Read a JSON file strictly; a damaged one raises ``FormatError`` naming the file."""
-    data = _read_bounded(path, max_bytes)
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise FormatError(f"{os.fspath(path)}: not valid JSON ({e})") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard constant {name}")
+# JSON side files (metrics, reports, manifests), strict and atomic: see subnets._io_json.
+from subnets._io_json import read_json, write_json  # noqa: E402

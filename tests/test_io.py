@@ -1,4 +1,7 @@
-"""Tests for subnets.io: round trips, atomic saves, and every kind of bad input."""
+"""Tests for subnets.io: round trips, atomic saves, and every kind of bad input.
+
+Generic tests run on both formats; the forged-layout ones are about the subnets-v1 layout (the
+safetensors layout has its own in test_io_safetensors.py)."""
 
 from __future__ import annotations
 
@@ -84,6 +87,9 @@ SMALL = {
     "half": np.ones(3, ml_dtypes.bfloat16),
 }
 
+V1 = "subnets-v1"
+both_formats = pytest.mark.parametrize("fmt", io.FORMATS)
+
 # ----------------------------------------------------------------------------------------------
 # Round trips.
 
@@ -126,9 +132,11 @@ metas = st.dictionaries(
 @settings(
     database=None, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-@given(tree=trees, meta=metas, compress=st.booleans(), copy=st.booleans())
-def test_round_trip_random_trees(tree, meta, compress, copy):
-    data = io.dumps(tree, meta=meta, compress=compress)
+@given(tree=trees, meta=metas, compress=st.booleans(), copy=st.booleans(),
+       fmt=st.sampled_from(io.FORMATS))
+def test_round_trip_random_trees(tree, meta, compress, copy, fmt):
+    data = io.dumps(tree, meta=meta, compress=compress, format=fmt)
+    assert io.format_of(data) == fmt
     out, meta_out = io.loads(data, copy=copy)
     assert_same(tree, out)
     assert meta_out == meta
@@ -136,46 +144,52 @@ def test_round_trip_random_trees(tree, meta, compress, copy):
     assert h.compressed == compress and h.meta == meta
 
 
-def test_round_trip_small_tree_all_dtypes_and_empties():
+@both_formats
+def test_round_trip_small_tree_all_dtypes_and_empties(fmt):
     tree = {
         name: np.arange(6).astype(io._DTYPES[name]).reshape(2, 3) for name in io.SUPPORTED_DTYPES
     }
     tree = {"e0": {}, "a": tree, "mid": {"deep": {}}, "s": np.float64(2.5), "z": np.zeros((0, 3))}
     for compress in (False, True):
-        out, _ = io.loads(io.dumps(tree, compress=compress))
+        out, _ = io.loads(io.dumps(tree, compress=compress, format=fmt))
         assert_same(tree, out)
         assert out["e0"] == {} and out["mid"] == {"deep": {}}
 
 
-def test_round_trip_empty_root_and_jax_arrays():
+@both_formats
+def test_round_trip_empty_root_and_jax_arrays(fmt):
     import jax.numpy as jnp
 
-    assert io.loads(io.dumps({})) == ({}, {})
+    assert io.loads(io.dumps({}, format=fmt)) == ({}, {})
     tree = {"w": jnp.arange(5, dtype=jnp.bfloat16), "b": jnp.ones((2, 2))}
-    out, _ = io.loads(io.dumps(tree, compress=True))
+    out, _ = io.loads(io.dumps(tree, compress=True, format=fmt))
     assert out["w"].dtype == jnp.bfloat16 and np.array_equal(out["w"], np.asarray(tree["w"]))
     assert out["b"].dtype == np.float32
 
 
-def test_copy_flag_controls_writability():
-    data = io.dumps(SMALL, compress=True)
+@both_formats
+def test_copy_flag_controls_writability(fmt):
+    data = io.dumps(SMALL, compress=True, format=fmt)
     writable, _ = io.loads(data)
     views, _ = io.loads(data, copy=False)
     writable["params"]["conv0"]["kernel"][0, 0] = 5.0
     assert not views["params"]["conv0"]["kernel"].flags.writeable
 
 
-def test_meta_accepts_numpy_scalars_and_rejects_non_json():
-    _, meta = io.loads(io.dumps({}, meta={"acc": np.float32(0.5), "n": np.int64(3)}))
+@both_formats
+def test_meta_accepts_numpy_scalars_and_rejects_non_json(fmt):
+    _, meta = io.loads(io.dumps({}, meta={"acc": np.float32(0.5), "n": np.int64(3)}, format=fmt))
     assert meta == {"acc": 0.5, "n": 3}
     with pytest.raises(TypeError, match="not JSON"):
-        io.dumps({}, meta={"f": object()})
+        io.dumps({}, meta={"f": object()}, format=fmt)
     with pytest.raises(ValueError):
-        io.dumps({}, meta={"acc": float("nan")})
+        io.dumps({}, meta={"acc": float("nan")}, format=fmt)
     with pytest.raises(TypeError, match="meta must be a dict"):
-        io.dumps({}, meta=[1])
+        io.dumps({}, meta=[1], format=fmt)
     with pytest.raises(ValueError, match="level"):
-        io.dumps({}, compress=True, level=10)
+        io.dumps({}, compress=True, level=10, format=fmt)
+    with pytest.raises(ValueError, match="format must be one of"):
+        io.dumps({}, format="pickle")
 
 
 @pytest.mark.parametrize(
@@ -190,13 +204,14 @@ def test_meta_accepts_numpy_scalars_and_rejects_non_json():
         ([np.zeros(2)], "must be a dict"),
     ],
 )
-def test_dumps_rejects_unstorable_input(bad, match):
+@both_formats
+def test_dumps_rejects_unstorable_input(bad, match, fmt):
     with pytest.raises(TypeError, match=match):
-        io.dumps(bad)
+        io.dumps(bad, format=fmt)
 
 
 def test_layout_matches_documentation():
-    data = io.dumps({"a": np.ones(3, np.int8), "b": np.ones(2, np.float32)})
+    data = io.dumps({"a": np.ones(3, np.int8), "b": np.ones(2, np.float32)}, format=V1)
     magic, version, flags, hlen, slen, rlen = struct.unpack_from("<8sHHIQQ", data)
     assert (magic, version, flags) == (b"\x89SUBNET\n", 1, 0)
     assert (32 + hlen) % 16 == 0 and slen == rlen == 16 + 8
@@ -209,12 +224,20 @@ def test_layout_matches_documentation():
 # Files and atomic saves.
 
 
-def test_save_load_file(tmp_path):
+@both_formats
+def test_save_load_file(tmp_path, fmt):
     path = tmp_path / "v.subnets"
-    io.save(path, SMALL, meta={"acc": 0.9}, compress=True)
-    out, meta = io.load(path)
-    assert_same(SMALL, out) and meta == {"acc": 0.9}
+    for compress in (False, True):
+        io.save(path, SMALL, meta={"acc": 0.9}, compress=compress, format=fmt)
+        assert io.format_of(path.read_bytes()) == fmt
+        out, meta = io.load(path)
+        assert_same(SMALL, out) and meta == {"acc": 0.9}
     assert os.listdir(tmp_path) == ["v.subnets"]
+
+
+def test_save_writes_safetensors_by_default(tmp_path):
+    io.save(tmp_path / "v.subnets", SMALL)
+    assert io.format_of((tmp_path / "v.subnets").read_bytes()) == "safetensors"
 
 
 def _assert_old_file_intact(tmp_path, path, old):
@@ -263,12 +286,13 @@ def test_save_keeps_permissions(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o640
 
 
-def test_load_errors_name_the_file(tmp_path):
+@both_formats
+def test_load_errors_name_the_file(tmp_path, fmt):
     path = tmp_path / "bad.subnets"
-    path.write_bytes(io.dumps(SMALL)[:-1])
-    with pytest.raises(FormatError, match=r"bad\.subnets: truncated"):
+    path.write_bytes(io.dumps(SMALL, format=fmt)[:-1])
+    with pytest.raises(FormatError, match=r"bad\.subnets: .*truncated"):
         io.load(path)
-    path.write_bytes(io.dumps(SMALL))
+    path.write_bytes(io.dumps(SMALL, format=fmt))
     with pytest.raises(FormatError, match=r"bad\.subnets: .* over max_bytes=100"):
         io.load(path, max_bytes=100)
 
@@ -277,9 +301,10 @@ def test_load_errors_name_the_file(tmp_path):
 # Corrupt input: always FormatError, never another exception.
 
 
+@both_formats
 @pytest.mark.parametrize("compress", [False, True])
-def test_every_truncation_raises_format_error(compress):
-    data = io.dumps(SMALL, meta={"acc": 0.5}, compress=compress)
+def test_every_truncation_raises_format_error(compress, fmt):
+    data = io.dumps(SMALL, meta={"acc": 0.5}, compress=compress, format=fmt)
     for cut in range(len(data)):
         with pytest.raises(FormatError):
             io.loads(data[:cut])
@@ -287,10 +312,11 @@ def test_every_truncation_raises_format_error(compress):
             io.peek(data[:cut])
 
 
+@both_formats
 @pytest.mark.parametrize("compress", [False, True])
-def test_every_byte_flip_raises_format_error(compress):
+def test_every_byte_flip_raises_format_error(compress, fmt):
     # CRC-32 detects every error burst of up to 32 bits, so each single-byte change is caught.
-    data = io.dumps(SMALL, compress=compress)
+    data = io.dumps(SMALL, compress=compress, format=fmt)
     for i in range(len(data)):
         for mask in (0x01, 0x80, 0xFF):
             bad = bytearray(data)
@@ -302,7 +328,8 @@ def test_every_byte_flip_raises_format_error(compress):
 @settings(database=None, max_examples=200, deadline=None)
 @given(data=st.data())
 def test_random_corruption_raises_format_error(data):
-    blob = bytearray(io.dumps(SMALL, compress=data.draw(st.booleans())))
+    fmt = data.draw(st.sampled_from(io.FORMATS))
+    blob = bytearray(io.dumps(SMALL, compress=data.draw(st.booleans()), format=fmt))
     edits = data.draw(
         st.lists(
             st.tuples(st.integers(0, len(blob) - 1), st.integers(1, 255)),
@@ -317,7 +344,7 @@ def test_random_corruption_raises_format_error(data):
 
 
 def test_trailing_bytes_and_bad_magic():
-    data = io.dumps(SMALL)
+    data = io.dumps(SMALL, format=V1)
     with pytest.raises(FormatError, match="unexpected bytes"):
         io.loads(data + b"\0")
     with pytest.raises(FormatError, match="bad magic"):
@@ -512,12 +539,14 @@ def _raw_forge(stored: bytes, raw_len: int, shape=(2,)) -> bytes:
     return forge(header([entry(["w"], shape=shape)]), stored, flags=1, raw_len=raw_len)
 
 
-def test_max_bytes_must_be_valid():
+@both_formats
+def test_max_bytes_must_be_valid(fmt):
     with pytest.raises(ValueError, match="max_bytes"):
-        io.loads(io.dumps({}), max_bytes=-1)
+        io.loads(io.dumps({}, format=fmt), max_bytes=-1)
 
 
-def test_nesting_depth_is_bounded():
+@both_formats
+def test_nesting_depth_is_bounded(fmt):
     deep: dict = {}
     node = deep
     for _ in range(70):
@@ -525,4 +554,4 @@ def test_nesting_depth_is_bounded():
         node = node["k"]
     node["w"] = np.zeros(1, np.float32)
     with pytest.raises(FormatError, match="nests 71 levels deep, over 64"):
-        io.loads(io.dumps(deep))
+        io.loads(io.dumps(deep, format=fmt))

@@ -6,9 +6,11 @@ the test accuracy of the sparse and the removed model (equal: removal is exact, 
 fails loudly if the predictions differ). It writes to ``out``:
 
 - ``metrics.json``: the config and one row per level;
-- ``level_<i>.subnets``: each removed dense model (:mod:`subnets.io`, DEFLATE-compressed, no
-  pickle), with its widths and metrics as metadata;
-- ``portfolio.subnets``: all removed models in one :class:`~subnets.runtime.Portfolio`.
+- ``level_<i>.subnets``: each removed dense model as a plain safetensors file
+  (:mod:`subnets.io`, no pickle; ``safetensors.torch.load_file`` reads it), its graph, widths
+  and metrics JSON-encoded in the metadata;
+- ``portfolio.subnets``: all removed models in one :class:`~subnets.runtime.Portfolio`
+  (DEFLATE-compressed variants).
 
 Example:
     >>> from subnets.pruning.pipeline import PruneConfig, run_pruning
@@ -259,7 +261,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
         meta = {"graph": graph, "input_shape": [int(s) for s in x.shape[1:]],
                 "widths": row["widths"], "accuracy": row["accuracy_removed"],
                 "params": row["params_after"], "density": row["density"]}
-        io.save(out / f"{lv['name']}.subnets", removed, meta=meta, compress=True)
+        io.save(out / f"{lv['name']}.subnets", removed, meta=meta)
         portfolio.add(lv["name"], removed, meta=meta)
         rows.append(row)
     portfolio.save(out / "portfolio.subnets")
@@ -289,7 +291,8 @@ def load_level(path: str | FsPath, *, model: Any = None) -> tuple[Any, dict, dic
     """Read a removed model written by :func:`run_pruning`: ``(model, variables, meta)``.
 
     With no ``model`` it runs on the stored graph (:func:`subnets.models.from_graph`); files of
-    earlier versions, which named a zoo model instead, still load.
+    earlier versions (subnets-v1, DEFLATE-compressed, or naming a zoo model instead of storing
+    the graph) still load.
     """
     from subnets.graph import ChannelGraph
     from subnets.models import from_graph, zoo

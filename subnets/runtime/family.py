@@ -41,9 +41,12 @@ from subnets import _checks, io
 from subnets.transforms import slice_widths
 
 FORMAT = "subnets.family"
-# Version 2 stores the channel graph (model-free loading); version 1 named a zoo model.
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+# Version 3 stores the variables' collections at the top level ("params/conv1/kernel", readable
+# as such from a safetensors file); version 2 nested them under "variables" and stored the
+# channel graph (model-free loading); version 1 named a zoo model.
+FORMAT_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
+LEVEL_STATS = "level_batch_stats"
 MAX_LEVELS = 256  # a forged file must not make the loader compile thousands of levels
 
 
@@ -244,20 +247,37 @@ class Family:
                 "levels": self.levels, "level_stats": self.level_batch_stats is not None}
 
     def save(self, path: str | os.PathLike, *, compress: bool = False,
-             meta: Mapping[str, Any] | None = None) -> None:
-        """Write the family to ``path`` in the safe :mod:`subnets.io` format (no pickle).
+             meta: Mapping[str, Any] | None = None, format: str = "safetensors") -> None:
+        """Write the family to ``path`` atomically in the safe :mod:`subnets.io` format.
+
+        The default is a safetensors file: the tensors are the variables by path
+        (``"params/conv1/kernel"``, ``"batch_stats/bn1/mean"``) plus, with per-level
+        statistics, ``"level_batch_stats/..."`` stacked along a leading level axis; its
+        ``__metadata__`` holds ``format``, ``version``, ``graph``, ``levels``, ``input_shape``,
+        ``label``, ``level_stats`` (each JSON-encoded) and ``extra``. PyTorch reads it with
+        ``safetensors.torch.load_file(path)``; a level is a prefix of every array along the
+        graph's channel axes (see ``levels``).
 
         Args:
             path: destination file (conventionally ``*.subnets``).
-            compress: DEFLATE the payload.
+            compress: DEFLATE the payload (then the file holds one zlib-compressed tensor; see
+                :mod:`subnets.io` for how to read it without subnets).
             meta: extra JSON metadata kept under ``meta["extra"]``.
+            format: ``"safetensors"`` or ``"subnets-v1"`` (:func:`subnets.io.dumps`).
+
+        Raises:
+            ValueError: the variables have a collection named ``"level_batch_stats"``.
         """
-        tree = {"variables": self.variables,
-                "level_batch_stats": self.level_batch_stats or {}}
+        if LEVEL_STATS in self.variables:
+            raise ValueError(f"the variables have a collection named {LEVEL_STATS!r}, which "
+                             "a family file reserves for the per-level statistics")
+        tree = dict(self.variables)
+        if self.level_batch_stats is not None:
+            tree[LEVEL_STATS] = self.level_batch_stats
         info = self.meta()
         if meta:
             info["extra"] = dict(meta)
-        io.save(path, tree, meta=info, compress=compress)
+        io.save(path, tree, meta=info, compress=compress, format=format)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, batch_shape: tuple[int, ...] | None = None,
@@ -265,8 +285,9 @@ class Family:
         """Read a family written by :meth:`save`; no model code is needed.
 
         With no ``model`` the levels run the stored graph's program
-        (:func:`subnets.models.from_graph`, i.e. :func:`subnets.graph.run`). Files of format
-        version 1 (which named a zoo model instead of storing the graph) still load.
+        (:func:`subnets.models.from_graph`, i.e. :func:`subnets.graph.run`). Older files still
+        load: subnets-v1 containers, family version 2 (arrays under ``"variables"``) and
+        version 1 (which named a zoo model instead of storing the graph).
 
         Args:
             path: the file.
@@ -290,19 +311,29 @@ class Family:
         """
         tree, meta = io.load(path)
         where = os.fspath(path)
-        if meta.get("format") != FORMAT or "variables" not in tree:
+        if meta.get("format") != FORMAT:
             raise io.FormatError(f"{where}: not a subnets family file "
                                  f"(format {meta.get('format')!r})")
         if meta.get("version") not in READ_VERSIONS:
             raise io.FormatError(f"{where}: family format version {meta.get('version')!r}, "
                                  f"this reader knows {READ_VERSIONS}")
+        if meta["version"] == 3:
+            variables = {k: v for k, v in tree.items() if k != LEVEL_STATS}
+        elif isinstance(tree.get("variables"), dict):
+            variables = tree["variables"]
+        else:
+            raise io.FormatError(f"{where}: a version-{meta['version']} family file holds its "
+                                 "arrays under 'variables', this one does not")
         model = model if model is not None else net
         if model is None:
             model = _stored_model(meta, where)
         if not isinstance(meta.get("levels"), list) or not 1 <= len(meta["levels"]) <= MAX_LEVELS:
             raise io.FormatError(f"{where}: a family holds 1..{MAX_LEVELS} levels")
-        stats = tree.get("level_batch_stats") if meta.get("level_stats") else None
-        return cls(model, tree["variables"], meta["levels"], level_batch_stats=stats,
+        stats = tree.get(LEVEL_STATS) if meta.get("level_stats") else None
+        if meta.get("level_stats") and not isinstance(stats, dict):
+            raise io.FormatError(f"{where}: level_stats is set but the file holds no "
+                                 f"{LEVEL_STATS!r}")
+        return cls(model, variables, meta["levels"], level_batch_stats=stats,
                    batch_shape=batch_shape)
 
     def __repr__(self) -> str:

@@ -1,11 +1,11 @@
 """DNNShifter's portfolio: many model variants, one inflated, the rest DEFLATE-compressed.
 
 A :class:`Portfolio` holds named variants (variables plus JSON metadata such as accuracy, MACs and
-parameter count). Every variant is kept as a compressed :mod:`subnets.io` blob; only the active
-one is also held inflated. :meth:`Portfolio.switch` inflates the requested variant and drops the
-previous one, so memory is ``sum(compressed) + inflated(active)`` rather than
-``sum(inflated)``. Pruned variants (many zeros) compress well, which is where the saving comes
-from.
+parameter count). Every variant is kept as a compressed blob (the zlib stream of a
+:mod:`subnets.io` safetensors file); only the active one is also held inflated.
+:meth:`Portfolio.switch` inflates the requested variant and drops the previous one, so memory
+is ``sum(compressed) + inflated(active)`` rather than ``sum(inflated)``. Pruned variants (many
+zeros) compress well, which is where the saving comes from.
 
 The inactive variants are never re-compressed on a switch: variables are read-only at inference
 (the arrays :meth:`Portfolio.switch` returns are read-only numpy views), so each variant's blob,
@@ -13,14 +13,24 @@ made once by :meth:`Portfolio.add`, stays valid and switching away costs only a 
 reference. DEFLATE compresses several times slower than it inflates, so this is the cheap side
 of the trade.
 
-On disk a portfolio is one :mod:`subnets.io` file (uncompressed, since its contents already are):
-variables ``{"variants": {name: uint8 blob, ...}}`` and metadata
-``{"format": "subnets.portfolio", "version": 1, "active": name | null}``, plus ``"graph"`` (the
-model's :meth:`~subnets.graph.ChannelGraph.to_dict`) when the portfolio was made with a
-``model``: then :meth:`Portfolio.load` needs no model code, and :meth:`Portfolio.apply` runs the
-variants through :func:`subnets.graph.run`. Each blob is itself a complete :mod:`subnets.io`
-file, so loading checks the container and every variant's CRC, header and size bounds before
-anything is inflated.
+On disk a portfolio (version 2) is one uncompressed safetensors file (:mod:`subnets.io`): one
+``uint8`` tensor per variant, ``"variants/NAME"``, holding its blob, and ``__metadata__``
+``format`` (``"subnets.portfolio"``), ``version`` (2), ``active`` (a name or null), plus
+``graph`` (the model's :meth:`~subnets.graph.ChannelGraph.to_dict`) when the portfolio was made
+with a ``model``: then :meth:`Portfolio.load` needs no model code, and :meth:`Portfolio.apply`
+runs the variants through :func:`subnets.graph.run`. Loading checks the container's CRC and
+every variant's header and size bounds (inflating only each header) before anything is
+inflated. Version-1 portfolios (a subnets-v1 container of subnets-v1 blobs) still load; their
+blobs are kept as they are, and each blob's kind is told by its first bytes.
+
+Reading a variant without subnets (PyTorch; ``safetensors.numpy.load`` for NumPy)::
+
+    import zlib
+    from safetensors import safe_open
+    from safetensors.torch import load
+    with safe_open("portfolio.subnets", "np") as f:
+        blob = f.get_tensor("variants/s80").tobytes()
+    weights = load(zlib.decompress(blob))   # {"params/conv0/kernel": tensor, ...}
 
 Example:
     >>> import numpy as np
@@ -46,18 +56,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from subnets import io
+from subnets import _safetensors, io
 from subnets.io import FormatError
 
 __all__ = ["Portfolio"]
 
 _FORMAT = "subnets.portfolio"
-_VERSION = 1
+_VERSION = 2
+_READ_VERSIONS = (1, 2)
 _META_KEYS = frozenset({"format", "version", "active"})
 _OPTIONAL_KEYS = frozenset({"graph"})
 
@@ -130,9 +142,9 @@ class Portfolio:
             raise ValueError(f"variant name must be a non-empty str, got {name!r}")
         if name in self._blobs:
             raise ValueError(f"variant {name!r} already exists; remove() it first")
-        blob = io.dumps(variables, meta=meta, compress=True, level=self.level)
+        blob = zlib.compress(io.dumps(variables, meta=meta), self.level)
         # Our own blob: the real bound is max_inflated_bytes, checked at switch time.
-        self._headers[name] = io.peek(blob, max_bytes=sys.maxsize)
+        self._headers[name] = _peek_blob(blob, sys.maxsize)
         self._blobs[name] = blob
 
     def remove(self, name: str) -> None:
@@ -211,8 +223,11 @@ class Portfolio:
                 f"max_inflated_bytes={self.max_inflated_bytes}"
             )
         blob = self._blobs[name]
+        bound = max(need, len(blob))
+        if not _is_v1(blob):
+            blob = _safetensors.inflate_stream(blob, bound, total=need)
         # copy=False: the arrays are views into the one inflated buffer, no second copy.
-        variables, _ = io.loads(blob, max_bytes=max(need, len(blob)), copy=False)
+        variables, _ = io.loads(blob, max_bytes=bound, copy=False)
         self._active, self._variables = name, variables
         return variables
 
@@ -270,7 +285,7 @@ class Portfolio:
     # Persistence.
 
     def to_bytes(self) -> bytes:
-        """Encodes the portfolio (blobs, metadata and active name) as one :mod:`subnets.io` file."""
+        """Encodes the portfolio (blobs, metadata, active name) as one safetensors file."""
         variants = {name: np.frombuffer(blob, np.uint8) for name, blob in self._blobs.items()}
         meta: dict[str, Any] = {"format": _FORMAT, "version": _VERSION, "active": self._active}
         if self.model is not None:
@@ -364,7 +379,7 @@ class Portfolio:
         keys = set(meta)
         if not _META_KEYS <= keys <= _META_KEYS | _OPTIONAL_KEYS or meta["format"] != _FORMAT:
             raise FormatError(f"not a portfolio (metadata {sorted(meta)!r})")
-        if type(meta["version"]) is not int or meta["version"] != _VERSION:
+        if type(meta["version"]) is not int or meta["version"] not in _READ_VERSIONS:
             raise FormatError(f"unsupported portfolio version {meta['version']!r}")
         if set(variables) != {"variants"} or not isinstance(variables["variants"], dict):
             raise FormatError("a portfolio holds exactly one dict, 'variants'")
@@ -376,7 +391,7 @@ class Portfolio:
                 raise FormatError(f"variant {name!r} is not a named uint8 blob")
             blob = blob.tobytes()
             try:
-                out._headers[name] = io.peek(blob, max_bytes=max_bytes)
+                out._headers[name] = _peek_blob(blob, max_bytes, meta["version"])
             except FormatError as e:
                 raise FormatError(f"variant {name!r}: {e}") from None
             out._blobs[name] = blob
@@ -389,6 +404,18 @@ class Portfolio:
             except FormatError as e:
                 raise FormatError(f"variant {active!r}: {e}") from None
         return out
+
+
+def _is_v1(blob: bytes) -> bool:
+    return blob[: len(io.MAGIC)] == io.MAGIC
+
+
+def _peek_blob(blob: bytes, max_bytes: int, version: int = _VERSION) -> io.Header:
+    """A variant's header: a subnets-v1 file (all a version-1 portfolio holds), or the zlib
+    stream of a safetensors file."""
+    if version == 1 or _is_v1(blob):
+        return io.peek(blob, max_bytes=max_bytes)
+    return _safetensors.peek_stream(blob, max_bytes)
 
 
 def _graph_model(data: Any) -> Any:

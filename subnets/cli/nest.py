@@ -174,10 +174,13 @@ def run(args) -> int:
         from subnets.io import write_json
 
         write_json(out / "metrics.json", metrics, nonfinite="null")
-    plot(metrics, out / "accuracy_vs_macs.png", f"REDS {cfg.model} on {cfg.data}")
+    from subnets._plot import side_plot
+
+    png = side_plot(lambda p: plot(metrics, p, f"REDS {cfg.model} on {cfg.data}"),
+                    out / "accuracy_vs_macs.png")
     result(args, {"command": "nest", "out": str(out), "metrics": str(out / "metrics.json"),
                   "family": str(out / "family.subnets"),
-                  "png": str(out / "accuracy_vs_macs.png"), "model": cfg.model,
+                  "png": png, "model": cfg.model,
                   "data": cfg.data, "base": metrics.get("base"),
                   "levels": metrics["levels"], "references": metrics.get("references")})
     return 0

@@ -137,7 +137,9 @@ def run(args) -> int:
     with open_run(args, "prune"), log.run_dir(args.out), \
             log.quiet_compile_alarms(log.COMPILE_NOTE):
         result = run_pruning(cfg, args.out)
-    png = plot(args.out, result)
+    from subnets._plot import side_plot
+
+    png = side_plot(lambda _: plot(args.out, result), f"{args.out}/accuracy_vs_macs.png")
     summary = {"out": str(args.out), "levels": len(result["levels"]),
                "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}
     output.result(args, {"command": "prune", **summary,

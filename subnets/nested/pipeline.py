@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from subnets import cost, importance
-from subnets._plot import figure
+from subnets._plot import figure, side_plot
 from subnets.io import write_json
 from subnets.models.protocol import describe
 from subnets.runtime.family import Family
@@ -278,7 +278,8 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
         log: Callable[[str], Any] = print, model: Any = None, run: Any = None) -> dict:
-    """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
+    """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``
+    (the PNG only with matplotlib, the ``plot`` extra: without it one line says it was skipped).
 
     ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``. ``run``: an
     open :class:`subnets.runs.Run` (the CLI's), told the data fingerprint and what is saved as
@@ -324,6 +325,7 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
             f"(before fine-tuning {lv['accuracy_before_finetune']:.4f})")
     family.save(out / "family.subnets", meta={"base_accuracy": base_acc})
     write_json(out / "metrics.json", metrics, nonfinite="null")
-    plot(metrics, out / "accuracy_vs_macs.png", title=f"REDS {cfg.model} on {cfg.data}")
-    log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}, {out / 'accuracy_vs_macs.png'}")
+    png = side_plot(lambda p: plot(metrics, p, title=f"REDS {cfg.model} on {cfg.data}"),
+                    out / "accuracy_vs_macs.png")
+    log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}" + (f", {png}" if png else ""))
     return metrics

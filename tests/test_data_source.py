@@ -220,3 +220,17 @@ def test_one_shot_stream_epochs_partition_the_stream(sizes, steps):
     for e in range(len(sizes) // steps):
         seen += [int(xb[0, 0]) for xb, _ in src.epoch(e)]
     assert seen == list(range(len(sizes) // steps * steps))
+
+
+def test_dict_keys_x_y_and_tuples_give_the_same_batches():
+    x, y = np.arange(12, dtype=np.float32).reshape(6, 2), np.arange(6) % 3
+    forms = [[(x[:3], y[:3]), (x[3:], y[3:])],
+             [{"x": x[:3], "y": y[:3]}, {"x": x[3:], "y": y[3:]}],
+             [{"image": x[:3], "label": y[:3], "id": 0}, {"image": x[3:], "label": y[3:]}]]
+    got = [[(a.tolist(), b.tolist()) for a, b in as_source(f).epoch(0)] for f in forms]
+    assert got[0] == got[1] == got[2] == [(x[:3].tolist(), y[:3].tolist()),
+                                          (x[3:].tolist(), y[3:].tolist())]
+    src = as_source(forms[1])
+    assert src.steps_per_epoch == 2 and src.kind == "iterable"
+    list(src.epoch(0))
+    assert src.sample()[0].shape == (6, 2) and src.first_batch()[1].tolist() == [0, 1, 2]

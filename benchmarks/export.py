@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"agree={row['top1_agreement']:.3f} convert={row['convert_seconds']:.1f}s",
                   file=sys.stderr)
     if args.out:
-        side_plot(plot, args.out, results)
+        side_plot(lambda p: plot(results, p), args.out)
     print(json.dumps({"benchmark": "export", "quick": args.quick, "eval_samples": n_eval,
                       "results": results}))
     return 0

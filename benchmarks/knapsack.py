@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         from subnets._plot import side_plot
 
-        out["png"] = side_plot(plot, args.out, results, modes)
+        out["png"] = side_plot(lambda p: plot(results, p, modes), args.out)
     return out
 
 

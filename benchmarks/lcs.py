@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
                 out[f"lcs_p_minus_{base}"] = {w: round(lp[w] - results[base]["accuracy"][w], 4)
                                               for w in lp}
     if a.out:
-        out["png"] = side_plot(_plot, a.out, results)
+        out["png"] = side_plot(lambda p: _plot(results, p), a.out)
     print(json.dumps(out))
     return out
 

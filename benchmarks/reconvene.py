@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
               "quick": args.quick, "epochs": args.epochs, "train_examples": len(x),
               "rows": rows, "summary": summary, "seconds": time.perf_counter() - t_start}
     if args.out:
-        result["png"] = side_plot(_plot, args.out, rows)
+        result["png"] = side_plot(lambda p: _plot(rows, p), args.out)
     print(json.dumps(result))
     return result
 
@@ -219,7 +219,7 @@ def sweep(args) -> dict:
               "seeds": args.seeds, "rows": rows, "summary": summary,
               "seconds": time.perf_counter() - t_start}
     if args.out:
-        result["png"] = side_plot(_plot_sweep, args.out, rows)
+        result["png"] = side_plot(lambda p: _plot_sweep(rows, p), args.out)
     print(json.dumps(result))
     return result
 

@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
         "seconds": time.perf_counter() - t_start,
     }
     if args.out:
-        result["png"] = side_plot(_plot, args.out, rows, args.model)
+        result["png"] = side_plot(lambda p: _plot(rows, p, args.model), args.out)
     print(json.dumps(result))
     return result
 

@@ -320,7 +320,7 @@ def main(argv=None) -> dict:
         worker = json.loads(res.stdout.strip().splitlines()[-1])
         out["devices"] = {k: worker[k] for k in ("devices_1", "devices_4")}
     if a.out and not a.lcs_only:
-        out["png"] = side_plot(_plot, a.out, out)
+        out["png"] = side_plot(lambda p: _plot(out, p), a.out)
     print(json.dumps(out))
     return out
 

@@ -1,5 +1,11 @@
 """Trainers take pipelines of batches (grain / tfds style) as well as arrays (issue 16)."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import numpy as np
 import optax
@@ -14,6 +20,7 @@ from subnets.nested.finetune import finetune
 from subnets.pruning import imp, make_train_fn
 
 EPOCHS, BS = 2, 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +121,40 @@ def test_imp_train_fn_from_a_callable_matches_arrays(problem):
         assert _same(a.variables, b.variables)
 
 
-def test_sharded_pipeline_matches_one_device(problem):
-    net, v, x, y = problem
-    mesh = subnets.parallel.data_mesh(1)
-    order = _array_order(x, y, jax.random.key(7))
-    src = lambda: as_source(lambda e: order[e], steps_per_epoch=len(order[0]))  # noqa: E731
-    a = train.fit(net, v, src(), epochs=EPOCHS, progress=False)
-    b = train.fit(net, v, src(), epochs=EPOCHS, progress=False, mesh=mesh)
-    assert _same(a, b)
+SHARDED = textwrap.dedent("""
+    import json, jax, numpy as np, optax, subnets
+    from subnets.data import as_source, batches
+    assert len(jax.devices()) == 2, jax.devices()
+    net = subnets.zoo.create("dnn-s", num_classes=3, input_shape=(6,), norm="batch")
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    y = np.argmax(x[:, :3], 1).astype("int32")
+    order = [list(batches(x, y, 16, key=k)) for k in jax.random.split(jax.random.key(1), 2)]
+    dicts = lambda e: ({"image": a, "label": b} for a, b in order[e])
+    v = net.init(jax.random.key(0))
+    out = {}
+    for name, mesh in (("single", None), ("dp", subnets.parallel.data_mesh(2))):
+        w = subnets.train.fit(net, v, dicts, epochs=2, tx=optax.sgd(0.05), progress=False,
+                              mesh=mesh)
+        out[name] = np.asarray(w["params"]["dense0"]["kernel"]).tolist()
+    try:
+        subnets.train.fit(net, v, [(x[:5], y[:5])], epochs=1, tx=optax.sgd(0.05),
+                          progress=False, mesh=subnets.parallel.data_mesh(2))
+    except ValueError as e:
+        out["uneven"] = str(e)
+    print(json.dumps(out))
+""")
+
+
+def test_pipeline_batches_are_sharded_over_the_mesh():
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                        "--xla_cpu_multi_thread_eigen=false"}
+    r = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["dp"], out["single"], rtol=2e-4, atol=2e-5)
+    assert "batch of 5 examples does not split over 2 devices" in out["uneven"]
 
 
 def test_unknown_length_needs_tx_and_counts_without_total(problem, monkeypatch):

@@ -96,3 +96,18 @@ def test_cli_asked_for_a_plot_ends_with_one_line(no_matplotlib, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].endswith(line)
     assert "'matplotlib'" in line and INSTALL in line
+
+
+@pytest.mark.slow  # the knapsack benchmark's --quick run (about a minute on 2 shared cores)
+def test_benchmark_without_matplotlib_still_prints_its_json(tmp_path):
+    import subprocess
+
+    code = ("import sys, runpy; sys.modules['matplotlib'] = None; "
+            f"sys.argv = ['knapsack.py', '--quick', '--out', {str(tmp_path / 'k.png')!r}]; "
+            "runpy.run_path('benchmarks/knapsack.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["png"] is None
+    assert [ln for ln in r.stderr.splitlines() if INSTALL in ln] and "Traceback" not in r.stderr
+    assert not (tmp_path / "k.png").exists()

@@ -173,8 +173,9 @@ class DataSource:
         if self._exhausted or (self.steps_per_epoch is None and self._next_epoch > 0):
             raise ValueError(
                 f"{self.who}: the one-shot data iterator was exhausted after "
-                f"{self._next_epoch} epoch(s), before epoch {epoch + 1}: pass a callable "
-                "epoch -> iterator (e.g. lambda e: iter(loader)) so each epoch restarts")
+                f"{self._next_epoch} epoch(s) and cannot give epoch {epoch + 1} of this "
+                "training: pass a callable epoch -> iterator (e.g. lambda e: iter(loader)) so "
+                "each epoch restarts")
         it = itertools.chain(self._pending, self._data)
         self._pending = []
         if self.steps_per_epoch is None:

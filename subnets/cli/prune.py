@@ -101,10 +101,11 @@ def table(result: dict) -> list[str]:
     return out
 
 
-def plot(out, result: dict) -> str:
-    """``OUT/accuracy_vs_macs.png``: every removed level's accuracy against its MACs."""
+def plot(out, result: dict) -> str | None:
+    """``OUT/accuracy_vs_macs.png``: every removed level's accuracy against its MACs; None
+    (skipped, with one line saying why) without matplotlib."""
     from subnets import cost
-    from subnets._plot import accuracy_vs_macs
+    from subnets._plot import accuracy_vs_macs, side_plot
     from subnets.pruning.pipeline import load_level
 
     pts = []
@@ -113,9 +114,8 @@ def plot(out, result: dict) -> str:
         pts.append((cost.macs(net, row["widths"]), 100 * row["accuracy_removed"], row["name"]))
     path = f"{out}/accuracy_vs_macs.png"
     cfg = result["config"]
-    accuracy_vs_macs(path, {f"{cfg['method']} (removed)": pts},
+    return side_plot(accuracy_vs_macs, path, {f"{cfg['method']} (removed)": pts},
                      title=f"{cfg['method']} {cfg['model']} on {cfg['data']}")
-    return path
 
 
 def run(args) -> int:
@@ -137,9 +137,7 @@ def run(args) -> int:
     with open_run(args, "prune"), log.run_dir(args.out), \
             log.quiet_compile_alarms(log.COMPILE_NOTE):
         result = run_pruning(cfg, args.out)
-    from subnets._plot import side_plot
-
-    png = side_plot(lambda _: plot(args.out, result), f"{args.out}/accuracy_vs_macs.png")
+    png = plot(args.out, result)
     summary = {"out": str(args.out), "levels": len(result["levels"]),
                "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}
     output.result(args, {"command": "prune", **summary,

@@ -262,7 +262,11 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
 
 
 def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
-    """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG."""
+    """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG.
+
+    Needs matplotlib (the ``plot`` extra; ImportError naming it otherwise). :func:`run` writes
+    the PNG as a side product: without matplotlib it skips it with one line saying why.
+    """
     levels = metrics["levels"]
     macs = [lv["macs"] / 1e6 for lv in levels]
     with figure(path, xlabel="true MACs (millions)", ylabel="test accuracy (%)",
@@ -278,8 +282,7 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
         log: Callable[[str], Any] = print, model: Any = None, run: Any = None) -> dict:
-    """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``
-    (the PNG only with matplotlib, the ``plot`` extra: without it one line says it was skipped).
+    """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
 
     ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``. ``run``: an
     open :class:`subnets.runs.Run` (the CLI's), told the data fingerprint and what is saved as

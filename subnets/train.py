@@ -126,11 +126,12 @@ def fit(net: Any, variables: Mapping, x: np.ndarray | Source, y: np.ndarray | No
     from subnets import parallel
 
     if y is not None:
-        _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
         batch_size = max(1, min(batch_size, len(x)))  # a tiny subset trains, one batch an epoch
     src = training_source(net, x, y, batch_size=batch_size, who="fit")
-    if src.num_examples == 0:
-        raise ValueError("fit: no training examples")
+    if src.is_arrays:
+        if src.num_examples == 0:
+            raise ValueError("fit: no training examples")
+        _checks.labels(src.arrays[1], getattr(net, "num_classes", np.iinfo(np.int64).max))
     src.check_epochs(epochs)
     steps_per_epoch = src.array_steps() if src.is_arrays else src.steps_per_epoch
     if tx is None and steps_per_epoch is None:

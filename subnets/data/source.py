@@ -81,6 +81,11 @@ class DataSource:
         return self.kind == "arrays"
 
     @property
+    def arrays(self) -> tuple[Any, Any] | None:
+        """``(x, y)`` of an array source (None for a pipeline)."""
+        return (self._data, self._y) if self.is_arrays else None
+
+    @property
     def num_examples(self) -> int | None:
         """Examples of an array source (None for a pipeline)."""
         return len(self._data) if self.is_arrays else None

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from subnets import _checks, parallel
+from subnets import parallel
 from subnets import train as _train
 from subnets.data.source import Source, training_source
 from subnets.graph import Path, get_path
@@ -202,7 +202,6 @@ def make_train_fn(net: Any, x: np.ndarray | Source, y: np.ndarray | None = None,
     """
     if y is not None:
         batch_size = max(1, min(batch_size, len(x)))
-        _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
     src = training_source(net, x, y, batch_size=batch_size, who="make_train_fn")
     src.check_epochs(epochs)
     steps_per_epoch = src.array_steps() if src.is_arrays else src.steps_per_epoch

@@ -37,6 +37,7 @@ import optax
 
 import subnets
 from subnets import data, export
+from subnets._plot import side_plot
 from subnets.train import cross_entropy
 
 
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"agree={row['top1_agreement']:.3f} convert={row['convert_seconds']:.1f}s",
                   file=sys.stderr)
     if args.out:
-        plot(results, args.out)
+        side_plot(lambda p: plot(results, p), args.out)
     print(json.dumps({"benchmark": "export", "quick": args.quick, "eval_samples": n_eval,
                       "results": results}))
     return 0

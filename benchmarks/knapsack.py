@@ -341,8 +341,9 @@ def main(argv: list[str] | None = None) -> dict:
            "cp_sat_seconds": args.cp_sat_seconds, "cp_sat_workers": args.cp_sat_workers,
            "numba_warmup_s": warm_s, "violations": bad, "results": results}
     if args.out:
-        plot(results, args.out, modes)
-        out["png"] = args.out
+        from subnets._plot import side_plot
+
+        out["png"] = side_plot(lambda p: plot(results, p, modes), args.out)
     return out
 
 

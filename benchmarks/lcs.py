@@ -35,6 +35,7 @@ import optax
 
 import subnets
 from subnets import subspace
+from subnets._plot import side_plot
 from subnets.data import announce
 from subnets.data.train_test import load_train_test
 from subnets.subspace import baselines
@@ -128,16 +129,18 @@ def width_sweep(a) -> dict:
     if a.out:
         from subnets._plot import figure
 
-        with figure(a.out, xlabel="width factor", ylabel="test accuracy (%)",
-                    title=f"LCS+P {model} on {a.data}, {seeds} seeds (grey: outside range)"
-                    ) as ax:
-            ax.axvspan(0.0, 0.25, color="grey", alpha=0.2)
-            for smp, per in summary.items():
-                ws = [float(w) for w in per]
-                ax.errorbar(ws, [100 * v["mean"] for v in per.values()],
-                            yerr=[100 * v["std"] for v in per.values()], marker="o",
-                            capsize=3, label=f"sampling={smp}")
-        out["png"] = a.out
+        def sweep_plot(path):
+            with figure(path, xlabel="width factor", ylabel="test accuracy (%)",
+                        title=f"LCS+P {model} on {a.data}, {seeds} seeds (grey: outside range)"
+                        ) as ax:
+                ax.axvspan(0.0, 0.25, color="grey", alpha=0.2)
+                for smp, per in summary.items():
+                    ws = [float(w) for w in per]
+                    ax.errorbar(ws, [100 * v["mean"] for v in per.values()],
+                                yerr=[100 * v["std"] for v in per.values()], marker="o",
+                                capsize=3, label=f"sampling={smp}")
+
+        out["png"] = side_plot(sweep_plot, a.out)
     print(json.dumps(out))
     return out
 
@@ -235,8 +238,7 @@ def main(argv=None) -> dict:
                 out[f"lcs_p_minus_{base}"] = {w: round(lp[w] - results[base]["accuracy"][w], 4)
                                               for w in lp}
     if a.out:
-        _plot(results, a.out)
-        out["png"] = a.out
+        out["png"] = side_plot(lambda p: _plot(results, p), a.out)
     print(json.dumps(out))
     return out
 

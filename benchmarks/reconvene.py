@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from subnets import train, zoo  # noqa: E402
+from subnets._plot import side_plot  # noqa: E402
 from subnets.data import announce
 from subnets.pruning.masked import (  # noqa: E402
     apply_masks,
@@ -148,8 +149,7 @@ def main(argv=None) -> dict:
               "quick": args.quick, "epochs": args.epochs, "train_examples": len(x),
               "rows": rows, "summary": summary, "seconds": time.perf_counter() - t_start}
     if args.out:
-        _plot(rows, args.out)
-        result["png"] = args.out
+        result["png"] = side_plot(lambda p: _plot(rows, p), args.out)
     print(json.dumps(result))
     return result
 
@@ -219,8 +219,7 @@ def sweep(args) -> dict:
               "seeds": args.seeds, "rows": rows, "summary": summary,
               "seconds": time.perf_counter() - t_start}
     if args.out:
-        _plot_sweep(rows, args.out)
-        result["png"] = args.out
+        result["png"] = side_plot(lambda p: _plot_sweep(rows, p), args.out)
     print(json.dumps(result))
     return result
 

@@ -42,6 +42,7 @@ import time
 
 import jax
 
+from subnets._plot import side_plot
 from subnets.data import announce
 
 REFERENCE = {"macs_fraction": [1.0, 0.75, 0.5, 0.25], "accuracy": [91.60, 91.51, 90.75, 89.22]}
@@ -180,8 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
                                              acc.mean(0), acc.std(0), strict=True)]
         std[name] = acc.std(0).tolist()
     if png:
-        _plot(mean, png, f"{runs[0]['model']} on {runs[0]['data']}, "
-                         f"{runs[0]['train_examples']} train, seeds {seeds}", spread=std)
+        png = side_plot(lambda p: _plot(mean, p, f"{runs[0]['model']} on {runs[0]['data']}, "
+                                        f"{runs[0]['train_examples']} train, seeds {seeds}",
+                                        spread=std), png)
     out = {**{k: runs[0][k] for k in ("benchmark", "model", "data", "quick", "train_examples",
                                         "test_examples", "epochs", "finetune_epochs",
                                         "budgets")},
@@ -271,7 +273,8 @@ def run_seed(args) -> dict:
         if all(k in at25 for k in ("taylor", l1, "random")):
             checks[l1] = bool(at25["taylor"] >= at25[l1] >= at25["random"])
     if args.out:
-        _plot(results, args.out, f"{net.name} on {cfg.data}, {len(train[0])} train examples")
+        args.out = side_plot(lambda p: _plot(results, p, f"{net.name} on {cfg.data}, "
+                                             f"{len(train[0])} train examples"), args.out)
     out = {"benchmark": "reds", "model": net.name, "data": cfg.data, "quick": args.quick,
            "train_examples": int(len(train[0])), "test_examples": int(len(test[0])),
            "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs,

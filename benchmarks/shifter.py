@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks._common import add_run_flags, load_limited  # noqa: E402
 from benchmarks._timing import latency_ms  # noqa: E402
 from subnets import io, zoo  # noqa: E402
+from subnets._plot import side_plot  # noqa: E402
 from subnets.data import announce
 from subnets.pruning.masked import apply_masks  # noqa: E402
 from subnets.pruning.pipeline import PruneConfig, level_metrics, sparse_levels  # noqa: E402
@@ -157,8 +158,7 @@ def main(argv=None) -> dict:
         "seconds": time.perf_counter() - t_start,
     }
     if args.out:
-        _plot(rows, args.out, args.model)
-        result["png"] = args.out
+        result["png"] = side_plot(lambda p: _plot(rows, p, args.model), args.out)
     print(json.dumps(result))
     return result
 
@@ -213,21 +213,24 @@ def sweep(args) -> dict:
     if args.out:
         from subnets._plot import figure
 
-        with figure(args.out, xlabel="density (kept share of prunable weights)",
-                    ylabel="test accuracy (%)",
-                    title=f"IMP on {args.model}/{args.data}: solid = floor, dashed = none") as ax:
-            for ci, scope in enumerate(("global", "layer")):
-                for guard, ls in ((True, "-"), (False, "--")):
-                    rs = [v for k, v in summary.items()
-                          if k.startswith(f"{scope}|{'floor' if guard else 'none'}|")]
-                    rs.sort(key=lambda v: -v["density"])
-                    ax.errorbar([v["density"] for v in rs], [100 * v["mean"] for v in rs],
-                                yerr=[100 * v["std"] for v in rs], ls=ls, marker="o",
-                                color=f"C{ci}", capsize=3,
-                                label=f"{scope}{' + floor' if guard else ''}")
-            ax.set_xscale("log")
-            ax.invert_xaxis()
-        result["png"] = args.out
+        def sweep_plot(path):
+            with figure(path, xlabel="density (kept share of prunable weights)",
+                        ylabel="test accuracy (%)",
+                        title=f"IMP on {args.model}/{args.data}: solid = floor, dashed = none"
+                        ) as ax:
+                for ci, scope in enumerate(("global", "layer")):
+                    for guard, ls in ((True, "-"), (False, "--")):
+                        rs = [v for k, v in summary.items()
+                              if k.startswith(f"{scope}|{'floor' if guard else 'none'}|")]
+                        rs.sort(key=lambda v: -v["density"])
+                        ax.errorbar([v["density"] for v in rs], [100 * v["mean"] for v in rs],
+                                    yerr=[100 * v["std"] for v in rs], ls=ls, marker="o",
+                                    color=f"C{ci}", capsize=3,
+                                    label=f"{scope}{' + floor' if guard else ''}")
+                ax.set_xscale("log")
+                ax.invert_xaxis()
+
+        result["png"] = side_plot(sweep_plot, args.out)
     print(json.dumps(result))
     return result
 

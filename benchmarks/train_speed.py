@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import subnets  # noqa: E402
 from subnets import subspace  # noqa: E402
+from subnets._plot import side_plot  # noqa: E402
 from subnets.nested.finetune import make_joint_step  # noqa: E402
 
 
@@ -319,8 +320,7 @@ def main(argv=None) -> dict:
         worker = json.loads(res.stdout.strip().splitlines()[-1])
         out["devices"] = {k: worker[k] for k in ("devices_1", "devices_4")}
     if a.out and not a.lcs_only:
-        _plot(out, a.out)
-        out["png"] = a.out
+        out["png"] = side_plot(lambda p: _plot(out, p), a.out)
     print(json.dumps(out))
     return out
 

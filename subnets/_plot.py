@@ -2,8 +2,10 @@
 
 :func:`figure` gives one labelled, gridded axes; :func:`panels` a grid of axes the caller labels.
 
-Matplotlib is imported only when a figure is made (it is an optional dependency) and always
-with the ``Agg`` backend, so nothing needs a display.
+Matplotlib is an optional dependency (the ``plot`` extra): it is imported only when a figure is
+made, always with the ``Agg`` backend, so nothing needs a display. Without it a figure raises
+:class:`PlotExtraMissing` (an ``ImportError`` naming ``pip install 'subnets[plot]'``); a PNG that
+is only a side product goes through :func:`side_plot`, which says once that it skipped it.
 
 Example:
     >>> import os, tempfile
@@ -20,6 +22,8 @@ Example:
     >>> with panels(path, 2, 3, title="grid") as axes:
     ...     axes.shape
     (2, 3)
+    >>> side_plot(accuracy_vs_macs, path, {"a": [(1e6, 90.0)]}) == path
+    True
 
 References:
     Matplotlib, "Usage guide: backends" (the non-interactive ``Agg`` backend).
@@ -29,8 +33,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
+
+INSTALL = "pip install 'subnets[plot]'"
+
+
+class PlotExtraMissing(ModuleNotFoundError):
+    """Matplotlib, which every figure needs, is not installed (``name`` is ``"matplotlib"``)."""
+
+
+_said_skipped = False
 
 
 @contextlib.contextmanager
@@ -91,12 +105,44 @@ def accuracy_vs_macs(path: str | os.PathLike, curves: dict[str, list[tuple]], *,
 
 
 def _pyplot():
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise PlotExtraMissing(f"plotting needs matplotlib, which is not installed: {INSTALL} "
+                               "adds it", name="matplotlib") from e
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def available() -> bool:
+    """Whether figures can be made (matplotlib imports)."""
+    try:
+        _pyplot()
+    except PlotExtraMissing:
+        return False
+    return True
+
+
+def side_plot(write: Callable[..., Any], path: str | os.PathLike, *args: Any,
+              **kwargs: Any) -> str | None:
+    """``write(path, *args, **kwargs)`` for a PNG that is a side product of a command.
+
+    Returns:
+        ``str(path)``, or None when matplotlib is missing: the PNG is skipped and one line on
+        stderr (once per process) says so and names the ``pip install`` that adds it.
+    """
+    global _said_skipped
+    try:
+        write(path, *args, **kwargs)
+    except PlotExtraMissing:
+        if not _said_skipped:
+            _said_skipped = True
+            print(f"skipped {path} (and any further PNG): matplotlib is not installed; "
+                  f"{INSTALL} adds the plots", file=sys.stderr, flush=True)
+        return None
+    return str(path)
 
 
 @contextlib.contextmanager

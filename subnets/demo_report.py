@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from subnets._plot import INSTALL
+
 LABELS = {"reds": "REDS family", "lcs": "LCS point (any width)", "imp": "IMP + removal",
           "reconvene": "Reconvene"}
 
@@ -36,8 +38,18 @@ def method_points(metrics: Mapping) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def plot(metrics: Mapping, path: str | os.PathLike) -> None:
-    """Every method's accuracy against true MACs on one figure, the base model as a star."""
+def plot(metrics: Mapping, path: str | os.PathLike) -> str | None:
+    """Every method's accuracy against true MACs on one figure, the base model as a star.
+
+    The PNG is a side product of the demo: without matplotlib (the ``plot`` extra) it is
+    skipped with one line saying so, and None is returned instead of the path.
+    """
+    from subnets._plot import side_plot
+
+    return side_plot(_draw, path, metrics)
+
+
+def _draw(path: str | os.PathLike, metrics: Mapping) -> None:
     from subnets._plot import figure
 
     cfg = metrics["config"]
@@ -70,7 +82,11 @@ def write_report(metrics: Mapping, out: Path) -> Path:
     parts = [f"# subnets demo: {cfg['model']} on {cfg['data']}", "",
              f"Total {sec['total']:.0f} s on this machine. Reproduce with "
              f"`subnets demo{quick} --out {out}` (finished steps are reused; `--force` redoes "
-             "them).", "", "![accuracy vs MACs](accuracy_vs_macs.png)", ""]
+             "them).", ""]
+    if (out / "accuracy_vs_macs.png").exists():
+        parts += ["![accuracy vs MACs](accuracy_vs_macs.png)", ""]
+    else:
+        parts += [f"(No plot: matplotlib is not installed; `{INSTALL}` adds it.)", ""]
     b = metrics["base"]
     parts += ["## Base model", "", f"{b['train_examples']} training / {b['test_examples']} test "
               f"examples; test accuracy {_pct(b['accuracy'])}, {b['macs']:,} MACs, "

@@ -33,7 +33,7 @@ import optax
 from subnets import _checks, checkpoint
 from subnets import log as _log
 from subnets._finite import check_finite
-from subnets.data.batches import batches as _batches
+from subnets.data.source import Source, training_source
 
 
 class TrainState(NamedTuple):
@@ -93,19 +93,26 @@ def default_optimizer(steps: int, lr: float = 1e-3) -> optax.GradientTransformat
     return optax.adam(optax.cosine_decay_schedule(lr, max(1, steps)))
 
 
-def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: int,
-        batch_size: int = 128, tx: optax.GradientTransformation | None = None,
-        key: jax.Array, progress: bool = True, transform: Callable | None = None,
+def fit(net: Any, variables: Mapping, x: np.ndarray | Source, y: np.ndarray | None = None, *,
+        epochs: int, batch_size: int = 128, tx: optax.GradientTransformation | None = None,
+        key: jax.Array | None = None, progress: bool = True, transform: Callable | None = None,
         desc: str = "train", on_step: Callable[[int, TrainState], Any] | None = None,
         train_step: Callable | None = None,
         checkpoint_dir: str | os.PathLike | None = None, mesh: Any = None) -> dict:
     """Train for ``epochs`` over ``(x, y)`` and return the new variables.
+
+    The data are arrays ``x, y`` or, with ``y`` None, a pipeline of batches (an iterable of
+    ``(x, y)`` or ``{"image", "label"}`` batches, or a callable ``epoch -> iterable``; see
+    :func:`subnets.data.as_source`): its batches are used as they come, ``batch_size`` and
+    ``key`` are then unused, and the default optimiser needs the steps per epoch
+    (``len(data)`` or ``as_source(data, steps_per_epoch=N)``) unless ``tx`` is given.
 
     Every epoch's mean loss, accuracy (eval mode, on up to 512 training examples) and time
     go to :class:`subnets.log.EpochLog` (stderr lines off a terminal, ``metrics.jsonl`` in the
     run directory); a run that ends at chance or whose loss did not fall warns.
 
     Args:
+        key: shuffles array inputs (required for them; unused by a pipeline).
         on_step: optional ``on_step(n, state)`` called after every optimiser step, ``n`` the
             1-based count of steps taken (to save a rewind point, log, or stop watching).
         train_step: a step made by :func:`make_train_step` with this ``tx`` (and
@@ -118,28 +125,36 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
     """
     from subnets import parallel
 
-    if len(x) == 0:
-        raise ValueError("fit: no training examples")
-    _checks.labels(y, getattr(net, "num_classes", np.iinfo(np.int64).max))
-    batch_size = min(batch_size, len(x))  # a tiny subset still trains, one batch per epoch
-    steps_per_epoch = max(1, len(x) // batch_size)
+    if y is not None:
+        batch_size = max(1, min(batch_size, len(x)))  # a tiny subset trains, one batch an epoch
+    src = training_source(net, x, y, batch_size=batch_size, who="fit")
+    if src.is_arrays:
+        if src.num_examples == 0:
+            raise ValueError("fit: no training examples")
+        _checks.labels(src.arrays[1], getattr(net, "num_classes", np.iinfo(np.int64).max))
+    src.check_epochs(epochs)
+    steps_per_epoch = src.array_steps() if src.is_arrays else src.steps_per_epoch
+    if tx is None and steps_per_epoch is None:
+        raise src.unknown_steps("pass tx= (an optax optimiser)")
     tx = tx or default_optimizer(epochs * steps_per_epoch)
     state = parallel.replicate(mesh, init_state(variables, tx))
     step = train_step or make_train_step(net, tx, transform=transform)
-    bar = _progress(epochs * steps_per_epoch, desc, progress)
+    bar = _progress(None if steps_per_epoch is None else epochs * steps_per_epoch, desc,
+                    progress)
     record = _log.EpochLog(desc, epochs=epochs, num_classes=getattr(net, "num_classes", None),
                            quiet=not progress)
     start = 0
     if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
         state, start = checkpoint.restore_state(checkpoint_dir, state, epochs=epochs)
-    done = start * steps_per_epoch
-    for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
+    done = (start * steps_per_epoch if steps_per_epoch is not None
+            else int(parallel.to_host(state.step)))
+    for epoch, epoch_key in enumerate(_epoch_keys(key, epochs, src.is_arrays), 1):
         if epoch <= start:
             continue
-        total = 0.0
-        for xb, yb in _batches(x, y, batch_size, key=epoch_key):
+        total, n = 0.0, 0
+        for xb, yb in src.epoch(epoch - 1, epoch_key):
             state, loss = step(state, *parallel.shard_batch(mesh, xb, yb))
-            total, done = total + loss, done + 1
+            total, done, n = total + loss, done + 1, n + 1
             check_finite(loss, step=done, epoch=epoch)
             if on_step is not None:
                 on_step(done, state)
@@ -147,14 +162,22 @@ def fit(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *, epochs: i
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
         v = state.variables if transform is None else transform(state.variables)
-        record.epoch(epoch, loss=float(total) / steps_per_epoch,
-                     accuracy=evaluate(net, v, x[:512], y[:512]))
+        record.epoch(epoch, loss=float(total) / n, accuracy=evaluate(net, v, *src.sample()))
         if checkpoint_dir is not None:
             checkpoint.save_state(checkpoint_dir, state, epoch=epoch, epochs=epochs)
     if bar is not None:
         bar.close()
     record.close()
     return state.variables if mesh is None else parallel.to_host(state.variables)
+
+
+def _epoch_keys(key: jax.Array | None, epochs: int, required: bool) -> list:
+    """One shuffling key per epoch (None for a pipeline that orders itself)."""
+    if key is None:
+        if required:
+            raise ValueError("fit: key= is required to shuffle array inputs")
+        return [None] * epochs
+    return list(jax.random.split(key, epochs))
 
 
 def predict(net: Any, variables: Mapping, x: np.ndarray, *, batch_size: int = 500) -> np.ndarray:
@@ -172,7 +195,8 @@ def predict(net: Any, variables: Mapping, x: np.ndarray, *, batch_size: int = 50
 
 def evaluate(net: Any, variables: Mapping, x: np.ndarray, y: np.ndarray, *,
              batch_size: int = 500) -> float:
-    """Top-1 accuracy in eval mode."""
+    """Top-1 accuracy in eval mode, over arrays (evaluation data are arrays, not pipelines:
+    collect a test pipeline with ``np.concatenate`` first)."""
     logits = predict(net, variables, x, batch_size=batch_size)
     return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y)))
 
@@ -183,7 +207,7 @@ def _eval_apply(net: Any) -> Callable:
     return jax.jit(lambda v, xb: net.apply(v, xb))
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int | None, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm

@@ -74,3 +74,21 @@ def test_a_rerun_resumes_every_finished_step(demo_run):
     assert r.returncode == 0, r.stderr[-3000:]
     for step in ("base", "reds", "lcs", "imp", "reconvene", "tflite", "nested_c"):
         assert f"[{step}] done in an earlier run" in r.stderr, step
+
+
+def test_without_matplotlib_the_demo_skips_only_its_plot(demo_run):
+    """matplotlib is the optional plot extra: a (resumed) demo without it still writes the
+    report, says once that the PNG was skipped, and the report says why there is no plot."""
+    out, _ = demo_run
+    (out / "accuracy_vs_macs.png").unlink()
+    code = ("import sys; sys.modules['matplotlib'] = None; from subnets.cli import main; "
+            f"sys.exit(main(['demo', '--quick', '--data', 'digits', '--out', {str(out)!r}, "
+            "'--json']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    skipped = [ln for ln in r.stderr.splitlines() if "pip install 'subnets[plot]'" in ln]
+    assert len(skipped) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not (out / "accuracy_vs_macs.png").exists()
+    report = (out / "report.md").read_text()
+    assert "![accuracy vs MACs]" not in report and "subnets[plot]" in report

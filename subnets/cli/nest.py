@@ -119,9 +119,10 @@ def references(cfg, metrics: dict, *, progress: bool) -> list[dict]:
     return out
 
 
-def plot(metrics: dict, path, title: str) -> None:
-    """Fine-tuned levels (and before fine-tuning), the base model, separate references."""
-    from subnets._plot import accuracy_vs_macs
+def plot(metrics: dict, path, title: str) -> str | None:
+    """Fine-tuned levels (and before fine-tuning), the base model, separate references; the
+    path, or None (skipped, with one line saying why) without matplotlib."""
+    from subnets._plot import accuracy_vs_macs, side_plot
 
     levels = metrics["levels"]
     curves = {"fine-tuned levels": [(lv["macs"], 100 * lv["accuracy"],
@@ -134,7 +135,7 @@ def plot(metrics: dict, path, title: str) -> None:
         refs["trained separately"] = [(r["macs"], 100 * r["accuracy"])
                                       for r in metrics["references"]]
     base = metrics.get("base")
-    accuracy_vs_macs(path, curves, title=title, references=refs,
+    return side_plot(accuracy_vs_macs, path, curves, title=title, references=refs,
                      base=(base["macs"], 100 * base["accuracy"]) if base else None)
 
 
@@ -174,10 +175,10 @@ def run(args) -> int:
         from subnets.io import write_json
 
         write_json(out / "metrics.json", metrics, nonfinite="null")
-    plot(metrics, out / "accuracy_vs_macs.png", f"REDS {cfg.model} on {cfg.data}")
+    png = plot(metrics, out / "accuracy_vs_macs.png", f"REDS {cfg.model} on {cfg.data}")
     result(args, {"command": "nest", "out": str(out), "metrics": str(out / "metrics.json"),
                   "family": str(out / "family.subnets"),
-                  "png": str(out / "accuracy_vs_macs.png"), "model": cfg.model,
+                  "png": png, "model": cfg.model,
                   "data": cfg.data, "base": metrics.get("base"),
                   "levels": metrics["levels"], "references": metrics.get("references")})
     return 0

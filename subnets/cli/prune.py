@@ -101,10 +101,11 @@ def table(result: dict) -> list[str]:
     return out
 
 
-def plot(out, result: dict) -> str:
-    """``OUT/accuracy_vs_macs.png``: every removed level's accuracy against its MACs."""
+def plot(out, result: dict) -> str | None:
+    """``OUT/accuracy_vs_macs.png``: every removed level's accuracy against its MACs; None
+    (skipped, with one line saying why) without matplotlib."""
     from subnets import cost
-    from subnets._plot import accuracy_vs_macs
+    from subnets._plot import accuracy_vs_macs, side_plot
     from subnets.pruning.pipeline import load_level
 
     pts = []
@@ -113,9 +114,8 @@ def plot(out, result: dict) -> str:
         pts.append((cost.macs(net, row["widths"]), 100 * row["accuracy_removed"], row["name"]))
     path = f"{out}/accuracy_vs_macs.png"
     cfg = result["config"]
-    accuracy_vs_macs(path, {f"{cfg['method']} (removed)": pts},
+    return side_plot(accuracy_vs_macs, path, {f"{cfg['method']} (removed)": pts},
                      title=f"{cfg['method']} {cfg['model']} on {cfg['data']}")
-    return path
 
 
 def run(args) -> int:

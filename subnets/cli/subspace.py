@@ -169,10 +169,12 @@ def _run(args, run, mesh) -> int:
               "train_examples": len(x), "test_examples": len(xt),
               "accuracy": {str(k): v for k, v in acc.items()}}
     write_json(out / "report.json", report, nonfinite="null")
-    plot(out / "accuracy_vs_macs.png", net, args.compression, acc,
-         f"LCS {args.compression} {args.kind}: {args.model} on {args.data}")
+    from subnets._plot import side_plot
+
+    png = side_plot(plot, out / "accuracy_vs_macs.png", net, args.compression, acc,
+                    f"LCS {args.compression} {args.kind}: {args.model} on {args.data}")
     result(args, {"command": "subspace", "out": str(out), "report": str(out / "report.json"),
-                  "subspace": str(out / "subspace"), "png": str(out / "accuracy_vs_macs.png"),
+                  "subspace": str(out / "subspace"), "png": png,
                   **report})
     label = {"structured": "width", "unstructured": "density", "quantized": "bits"}
     print(f"LCS+{args.kind[0].upper()} {args.compression} {args.model} on {args.data} "

@@ -26,16 +26,19 @@ from subnets.data.loaders import (
     load,
     resolve,
 )
+from subnets.data.source import DataSource, as_source
 
 __all__ = [
     "DATASETS",
     "DEFAULT",
+    "DataSource",
     "FASHION_MNIST_DIR",
     "HELLO_EDGE",
     "SPLITS",
     "DatasetInfo",
     "MfccConfig",
     "announce",
+    "as_source",
     "batches",
     "epochs",
     "fashion_mnist_dir",

@@ -45,7 +45,7 @@ import optax
 from subnets import cost
 from subnets import log as _log
 from subnets._finite import check_finite
-from subnets.data.batches import batches as _batches
+from subnets.data.source import Source, training_source
 from subnets.runtime.family import Family
 from subnets.transforms import slice_widths
 
@@ -193,8 +193,9 @@ def make_joint_step(net: Any, levels: Sequence[Mapping[str, int]], *,
 
 
 def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
-             x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 128,
-             key: jax.Array, tx: optax.GradientTransformation | None = None,
+             x: np.ndarray | Source, y: np.ndarray | None = None, *, epochs: int,
+             batch_size: int = 128, key: jax.Array | None = None,
+             tx: optax.GradientTransformation | None = None,
              distill: float = 0.0, weights: Sequence[float] | None = None,
              loss_fn: Callable | None = None, progress: bool = True,
              desc: str = "finetune", family: Family | None = None,
@@ -205,11 +206,14 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
         net: a zoo net.
         variables: the importance-PERMUTED full variables.
         levels: nested widths, smallest first, the largest (normally full) last.
-        x, y: training data (numpy).
+        x, y: training data: numpy arrays, or (``y`` None) a pipeline of ``(x, y)`` /
+            ``{"image", "label"}`` batches or a callable ``epoch -> iterable``
+            (:func:`subnets.data.as_source`), whose own batches are then used.
         epochs: passes over the data; 0 returns the family of ``variables`` untouched.
-        batch_size: examples per step (the last short batch is dropped).
-        key: shuffling key.
-        tx: optimiser (default :func:`default_optimizer` over the run's steps).
+        batch_size: examples per step of array data (the last short batch is dropped).
+        key: shuffling key (required for arrays; unused by a pipeline).
+        tx: optimiser (default :func:`default_optimizer` over the run's steps; a pipeline
+            of unknown length needs ``tx`` or ``as_source(data, steps_per_epoch=N)``).
         distill, weights, loss_fn: see :func:`make_joint_step`.
         progress: show a tqdm bar (only on a terminal).
         desc: the bar's label.
@@ -228,7 +232,12 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if epochs == 0:
         return family if family is not None else Family(net, variables, levels)
-    steps = epochs * max(1, len(x) // batch_size)
+    src = training_source(net, x, y, batch_size=batch_size, who="finetune")
+    src.check_epochs(epochs)
+    per_epoch = src.array_steps() if src.is_arrays else src.steps_per_epoch
+    if tx is None and per_epoch is None:
+        raise src.unknown_steps("pass tx= (an optax optimiser)")
+    steps = None if per_epoch is None else epochs * per_epoch
     trainer = make_joint_step(net, levels, tx=tx or default_optimizer(steps), weights=weights,
                               distill=distill, loss_fn=loss_fn)
     from subnets import parallel
@@ -236,12 +245,16 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     state = parallel.replicate(mesh, trainer.init(variables))
     bar = _progress(steps, desc, progress)
     record = _log.EpochLog(desc, epochs=epochs, quiet=not progress)
-    for epoch, epoch_key in enumerate(jax.random.split(key, epochs), 1):
+    if key is None and src.is_arrays:
+        raise ValueError("finetune: key= is required to shuffle array inputs")
+    keys = [None] * epochs if key is None else jax.random.split(key, epochs)
+    done = 0
+    for epoch, epoch_key in enumerate(keys, 1):
         total, n = 0.0, 0
-        for xb, yb in _batches(x, y, batch_size, key=epoch_key):
+        for xb, yb in src.epoch(epoch - 1, epoch_key):
             state, per = trainer.step(state, *parallel.shard_batch(mesh, xb, yb))
-            total, n = total + per, n + 1
-            check_finite(per, step=(epoch - 1) * (steps // epochs) + n, epoch=epoch)
+            total, n, done = total + per, n + 1, done + 1
+            check_finite(per, step=done, epoch=epoch)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=" ".join(f"{float(v):.2f}" for v in per), refresh=False)
@@ -257,7 +270,7 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     return Family(net, state.variables, levels, level_batch_stats=state.level_batch_stats)
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int | None, desc: str, enabled: bool):
     if not enabled or not _log.stderr_is_terminal():
         return None
     from tqdm.auto import tqdm

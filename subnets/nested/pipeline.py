@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from subnets import cost, importance
-from subnets._plot import figure
+from subnets._plot import figure, side_plot
 from subnets.io import write_json
 from subnets.models.protocol import describe
 from subnets.runtime.family import Family
@@ -262,7 +262,11 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
 
 
 def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
-    """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG."""
+    """Accuracy vs true MACs of every level (before and after fine-tuning) as a PNG.
+
+    Needs matplotlib (the ``plot`` extra; ImportError naming it otherwise). :func:`run` writes
+    the PNG as a side product: without matplotlib it skips it with one line saying why.
+    """
     levels = metrics["levels"]
     macs = [lv["macs"] / 1e6 for lv in levels]
     with figure(path, xlabel="true MACs (millions)", ylabel="test accuracy (%)",
@@ -324,6 +328,7 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
             f"(before fine-tuning {lv['accuracy_before_finetune']:.4f})")
     family.save(out / "family.subnets", meta={"base_accuracy": base_acc})
     write_json(out / "metrics.json", metrics, nonfinite="null")
-    plot(metrics, out / "accuracy_vs_macs.png", title=f"REDS {cfg.model} on {cfg.data}")
-    log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}, {out / 'accuracy_vs_macs.png'}")
+    png = side_plot(lambda p: plot(metrics, p, title=f"REDS {cfg.model} on {cfg.data}"),
+                    out / "accuracy_vs_macs.png")
+    log(f"wrote {out / 'metrics.json'}, {out / 'family.subnets'}" + (f", {png}" if png else ""))
     return metrics

@@ -46,6 +46,7 @@ import optax
 
 from subnets import parallel
 from subnets import train as _train
+from subnets.data.source import Source, training_source
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
 from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
@@ -171,7 +172,8 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     return out
 
 
-def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int = 128,
+def make_train_fn(net: Any, x: np.ndarray | Source, y: np.ndarray | None = None, *, epochs: int,
+                  batch_size: int = 128,
                   optimizer: optax.GradientTransformation | None = None, rewind_step: int = 0,
                   progress: bool = True, mesh: Any = None) -> TrainFn:
     """A masked training loop on ``(x, y)`` built on :mod:`subnets.train`, for :func:`imp`.
@@ -181,7 +183,9 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     call) and returns ``(trained, rewind)``, ``rewind`` being the variables after
     ``rewind_step`` steps (``rewind_step=0``: the variables it was given). ``mesh`` shards
     every batch over a device mesh (:func:`subnets.parallel.data_mesh`), as
-    :func:`subnets.train.fit` does.
+    :func:`subnets.train.fit` does. ``x, y`` are arrays or (``y`` None) a pipeline of
+    batches (:func:`subnets.data.as_source`); every level trains over it again, so a one-shot
+    iterator is refused at the second level: pass a callable ``epoch -> iterator``.
 
     Example:
         >>> import jax, numpy as np, subnets
@@ -196,11 +200,18 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     References:
         Frankle et al., Linear Mode Connectivity and the Lottery Ticket Hypothesis (ICML 2020).
     """
-    batch_size = max(1, min(batch_size, len(x)))
-    steps_per_epoch = max(1, len(x) // batch_size)
-    total = epochs * steps_per_epoch
-    if not 0 <= rewind_step <= total:
+    if y is not None:
+        batch_size = max(1, min(batch_size, len(x)))
+    src = training_source(net, x, y, batch_size=batch_size, who="make_train_fn")
+    src.check_epochs(epochs)
+    steps_per_epoch = src.array_steps() if src.is_arrays else src.steps_per_epoch
+    total = None if steps_per_epoch is None else epochs * steps_per_epoch
+    if total is not None and not 0 <= rewind_step <= total:
         raise ValueError(f"rewind_step {rewind_step} outside [0, {total}] (the training steps)")
+    if rewind_step < 0:
+        raise ValueError(f"rewind_step must be >= 0, got {rewind_step}")
+    if optimizer is None and total is None:
+        raise src.unknown_steps("pass optimizer= (an optax optimiser)")
     base = optimizer or _train.default_optimizer(total)
     steps: dict = {}
 
@@ -213,14 +224,18 @@ def make_train_fn(net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
         rewind = {"variables": dict(variables) if rewind_step == 0 else None}
 
         def save_rewind(n: int, state: _train.TrainState) -> None:
+            rewind["steps"] = n
             if n == rewind_step:
                 rewind["variables"] = (state.variables if mesh is None
                                        else parallel.to_host(state.variables))
 
-        trained = _train.fit(net, variables, x, y, epochs=epochs, batch_size=batch_size, tx=tx,
+        trained = _train.fit(net, variables, src, epochs=epochs, batch_size=batch_size, tx=tx,
                              key=key, progress=progress,
                              desc=f"imp density {density(masks):.4f}", on_step=save_rewind,
                              train_step=steps[sig], mesh=mesh)
+        if rewind["variables"] is None:
+            raise ValueError(f"make_train_fn: rewind_step {rewind_step} was never reached: the "
+                             f"data gave {rewind.get('steps', 0)} training steps")
         return trained, rewind["variables"]
 
     return train_fn

@@ -34,7 +34,7 @@ import optax
 from subnets import checkpoint, parallel
 from subnets import log as _log
 from subnets._finite import check_finite
-from subnets.data.batches import batches as _batches
+from subnets.data.source import Source, training_source
 from subnets.subspace.compress import ACT_RANGES, init_act_ranges
 from subnets.subspace.core import Subspace
 from subnets.subspace.train import (
@@ -92,7 +92,8 @@ def _restore_state(directory: Path, template: SubspaceState) -> tuple[SubspaceSt
     return out, meta
 
 
-def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: int,
+def fit(net: Any, subspace: Subspace, x: np.ndarray | Source, y: np.ndarray | None = None, *,
+        epochs: int,
         batch_size: int = 128, key: jax.Array, config: LCSConfig | None = None,
         tx: optax.GradientTransformation | None = None, lr: float = 0.1,
         warmup_epochs: int = 0, checkpoint_dir: str | os.PathLike | None = None,
@@ -103,8 +104,12 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     Args:
         net: the zoo net the subspace belongs to.
         subspace: initial point or line (:func:`init_point`, :func:`init_line`).
-        x, y: training inputs and integer labels.
-        epochs, batch_size: run length (every batch has the same shape: one compilation).
+        x, y: training inputs and integer labels, or (``y`` None) a pipeline of ``(x, y)`` /
+            ``{"image", "label"}`` batches or a callable ``epoch -> iterable``
+            (:func:`subnets.data.as_source`) whose length is known (``len(data)`` or
+            ``as_source(data, steps_per_epoch=N)``: the level warm-up is scheduled in steps).
+        epochs, batch_size: run length (every batch has the same shape: one compilation;
+            a pipeline's own batches are used, and a new batch shape compiles again).
         key: drives batch order and level sampling.
         config: sampling/warm-up (default: :func:`default_config`).
         tx: optimiser (default: the reference's SGD with cosine decay at ``lr`` and
@@ -116,9 +121,17 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    steps_per_epoch = len(x) // batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(x)} training examples")
+    src = training_source(net, x, y, batch_size=batch_size, who="subspace.fit")
+    src.check_epochs(epochs)
+    if src.is_arrays:
+        steps_per_epoch = src.num_examples // src.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch_size {src.batch_size} exceeds the {src.num_examples} "
+                             "training examples")
+    elif src.steps_per_epoch is None:
+        raise src.unknown_steps("LCS schedules its level warm-up in steps")
+    else:
+        steps_per_epoch = src.steps_per_epoch
     total = epochs * steps_per_epoch
     config = config or default_config(subspace.compression)
     tx = tx or default_optimizer(total, lr=lr, warmup_steps=warmup_epochs * steps_per_epoch)
@@ -126,7 +139,7 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
             and ACT_RANGES not in subspace.base):
         # Running activation ranges, as the reference keeps: outputs at deployment then do
         # not depend on what else is in the batch.
-        subspace = init_act_ranges(net, subspace, x[:batch_size])
+        subspace = init_act_ranges(net, subspace, src.first_batch()[0])
     state = init_state(subspace, tx, mesh=mesh)
     start = 0
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -145,17 +158,17 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray, y: np.ndarray, *, epochs: i
                            quiet=not progress)
     for epoch in range(start, epochs):
         data_key, level_key = jax.random.split(epoch_keys[epoch])
-        total = 0.0
-        for xb, yb in _batches(x, y, batch_size, key=data_key):
+        total, n = 0.0, 0
+        for xb, yb in src.epoch(epoch, data_key):
             state, metrics = step(state, xb, yb, level_key)
             check_finite(metrics["loss"], step=int(state.step), epoch=epoch + 1)
-            total = total + metrics["loss"]
+            total, n = total + metrics["loss"], n + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", refresh=False)
-        acc = evaluate_levels(net, jax.tree.map(np.asarray, state.subspace), x[:512], y[:512],
+        acc = evaluate_levels(net, jax.tree.map(np.asarray, state.subspace), *src.sample(),
                               levels=_ends(state.subspace))
-        record.epoch(epoch + 1, loss=float(total) / steps_per_epoch,
+        record.epoch(epoch + 1, loss=float(total) / n,
                      accuracy=acc[max(acc)], accuracy_low_end=acc[min(acc)])
         if ck is not None:
             _save_state(ck, state, {"epoch": epoch + 1, "epochs": epochs,

@@ -126,6 +126,46 @@ def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
             np.testing.assert_array_equal(x, y)
 
 
+IMP = ["prune", "--method", "imp", "--model", "dnn-s", "--data", "digits", "--levels", "1",
+       "--epochs", "2", "--rewind-step", "1", "--batch-size", "64", "--limit", "256", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def imp_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("iref") / "run"
+    r = _cli([*IMP, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+# Saves: 1 = round 0's rewind point, 2, 3 = round 0 epochs 1, 2, 4 = round 0; 5 = round 1's
+# rewind point (unused), 6, 7 = round 1 epochs 1, 2, 8 = round 1.
+@pytest.mark.parametrize("fault", ["after_pointer@2", "after_manifest@4", "after_pointer@6",
+                                   "after_rename@7", "after_orbax@8"])
+def test_prune_imp_killed_anywhere_resumes_to_the_same_models(tmp_path, imp_ref, fault):
+    out = tmp_path / "run"
+    r = _cli([*IMP, "--out", str(out)], fault=fault)
+    assert r.returncode == -9, r.stderr
+    ck = out / "checkpoints"
+    n = int(fault.split("@")[1])
+    round0 = n > 4 or (n == 4 and fault.startswith("after_pointer"))
+    assert checkpoint.exists(ck / "level_0") == round0
+    assert not checkpoint.exists(ck / "level_1")
+    training = ck / ("level_1_training" if round0 else "level_0_training") / "training"
+    before = _latest(training)
+    r = _cli([*IMP, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "resuming the run" not in r.stderr  # --quiet
+    for name in ("level_0", "level_1"):
+        a, meta_a = io.load(imp_ref / f"{name}.subnets")
+        b, meta_b = io.load(out / f"{name}.subnets")
+        assert meta_a == meta_b
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert checkpoint.exists(ck / "level_0") and checkpoint.exists(ck / "level_1")
+    assert before == 0 or not training.exists()  # resumed, finished, then cleared
+
+
 DEMO = ["demo", "--model", "dnn-s", "--data", "digits", "--limit", "512", "--epochs", "3",
         "--batch-size", "64", "--json"]
 

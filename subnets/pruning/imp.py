@@ -34,7 +34,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -53,6 +52,7 @@ from subnets import train as _train
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
 from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
+from subnets.runs import fingerprint
 from subnets.transforms import prunable_paths
 
 TrainFn = Callable[..., tuple[dict, dict]]
@@ -173,7 +173,7 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     settings = {"fraction": float(fraction), "scope": scope, "rewind_step": int(rewind_step),
                 "floor": repr(floor), "prunable": [list(p) for p in paths],
                 "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
-                "variables": _fingerprint(variables)}
+                "variables": fingerprint(*jax.tree.leaves(variables))}
     for level, level_key in enumerate(jax.random.split(key, levels + 1)):
         saved = None if ck is None else _restore_round(ck / f"level_{level}", settings, paths)
         if saved is not None:
@@ -201,15 +201,6 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor,
                                     axes=axes)
     return out
-
-
-def _fingerprint(tree: Mapping) -> str:
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(tree):
-        a = np.ascontiguousarray(leaf)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _save_round(directory: FsPath, settings: dict, paths: list[Path], masks: Masks,

@@ -24,7 +24,7 @@ LCS = ["subspace", "--model", "dnn-s", "--data", "digits", "--compression", "uns
        "--norm", "none", "--batch-size", "32", "--limit", "128", "--levels", "unroll",
        "--quiet", "--epochs", "3"]
 NEST = ["nest", "--model", "dnn-s", "--data", "digits", "--budgets", "0.5", "--limit", "256",
-        "--epochs", "2", "--finetune-epochs", "1", "--batch-size", "64", "--score-batches", "2",
+        "--epochs", "2", "--finetune-epochs", "2", "--batch-size", "64", "--score-batches", "2",
         "--quiet"]
 
 
@@ -83,20 +83,28 @@ def nest_ref(tmp_path_factory):
     return _family(out), json.loads((out / "metrics.json").read_text())
 
 
-# Saves: 1, 2 = base training epochs 1, 2; 3 = the base model.
+# Saves: 1, 2 = base training epochs 1, 2; 3 = the base model; 4 = the scored selection;
+# 5, 6 = fine-tuning epochs 1, 2.
 @pytest.mark.parametrize("fault", ["after_manifest@1", "after_pointer@1", "after_rename@3",
-                                   "after_pointer@3"])
+                                   "after_pointer@3", "after_orbax@4", "after_pointer@4",
+                                   "after_rename@5", "after_pointer@5", "after_manifest@6"])
 def test_nest_killed_anywhere_resumes_to_the_same_family(tmp_path, nest_ref, fault):
     out = tmp_path / "run"
     r = _cli([*NEST, "--out", str(out)], fault=fault)
     assert r.returncode == -9, r.stderr
-    before = {d: _latest(out / d) for d in ("base", "base_training")}
+    stages = ("base", "base_training", "selection", "finetune")
+    before = {d: _latest(out / d) for d in stages}
     assert any(v for v in before.values()) or fault == "after_manifest@1"
     r = _cli([*NEST, "--out", str(out)])
     assert r.returncode == 0, r.stderr
     for d, v in before.items():  # nothing committed before the kill was lost or replaced
         assert _latest(out / d) >= v
         assert checkpoint.exists(out / d) or v == 0
+    for d in ("base", "selection"):  # a saved stage is restored, not computed and saved again
+        assert before[d] == 0 or _latest(out / d) == before[d]
+    # Fine-tuning resumed: versions are numbered by save, so a restart would go past 2.
+    assert checkpoint.restore(out / "finetune")[1]["epoch"] == 2
+    assert _latest(out / "finetune") == 2
     leaves, _ = _family(out)
     metrics = json.loads((out / "metrics.json").read_text())
     for a, b in zip(nest_ref[0][0], leaves, strict=True):

@@ -96,8 +96,17 @@ def test_rounds_of_other_settings_are_refused(tmp_path):
         checkpoint_dir=ck)
     with pytest.raises(checkpoint.CheckpointError, match=r"level_0: an IMP round of other "
                                                          r"settings: fraction \(0.2 there, 0.5"):
-        imp(NET, NET.init(jax.random.key(0)), train_fn=fn, levels=1, fraction=0.5,
+        imp(NET, NET.init(jax.random.key(0)), train_fn=fn, levels=0, fraction=0.5,
             key=jax.random.key(1), checkpoint_dir=ck)
+    with pytest.raises(checkpoint.CheckpointError, match=r"levels \(0 there, 1 now\)"):
+        imp(NET, NET.init(jax.random.key(0)), train_fn=fn, levels=1, key=jax.random.key(1),
+            checkpoint_dir=ck)
+    with pytest.raises(checkpoint.CheckpointError, match=r"key \("):
+        imp(NET, NET.init(jax.random.key(0)), train_fn=fn, levels=0, key=jax.random.key(2),
+            checkpoint_dir=ck)
+    with pytest.raises(checkpoint.CheckpointError, match=r"variables \('sha256:"):
+        imp(NET, NET.init(jax.random.key(5)), train_fn=fn, levels=0, key=jax.random.key(1),
+            checkpoint_dir=ck)
 
 
 PRUNE = ["prune", "--method", "imp", "--model", "dnn-s", "--data", "digits", "--levels", "1",

@@ -149,8 +149,9 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
             ``train_fn`` a ``checkpoint_dir=checkpoint_dir/level_<i>_training`` keyword to save
             its training in (:func:`make_train_fn`'s saves every epoch). A rerun with the same
             arguments restores the finished rounds, resumes the interrupted one and ends
-            bit-identical to an uninterrupted run; a checkpoint of other settings (arguments,
-            key, initial variables) is refused.
+            bit-identical to an uninterrupted run; a checkpoint of other settings (levels,
+            fraction, scope, rewind step, floor, prunable paths, key, initial variables) is
+            refused.
         on_round: called with every finished round's :class:`ImpLevel` (after its checkpoint).
 
     Returns:
@@ -170,7 +171,9 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     out: list[ImpLevel] = []
     rewind = None
     ck = None if checkpoint_dir is None else FsPath(checkpoint_dir)
-    settings = {"fraction": float(fraction), "scope": scope, "rewind_step": int(rewind_step),
+    # Every round's key comes from one split of ``key`` into ``levels + 1``: levels is identity.
+    settings = {"levels": int(levels), "fraction": float(fraction), "scope": scope,
+                "rewind_step": int(rewind_step),
                 "floor": repr(floor), "prunable": [list(p) for p in paths],
                 "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
                 "variables": fingerprint(*jax.tree.leaves(variables))}

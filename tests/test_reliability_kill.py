@@ -126,7 +126,8 @@ def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
     assert not checkpoint.exists(out / "checkpoints" / "level_1")
     r = _cli([*PRUNE, "--out", str(out)])
     assert r.returncode == 0, r.stderr
-    for name in ("level_0", "level_1"):
+    # pai levels are named level_1, level_2 (checkpoints/level_<i> counts from 0).
+    for name in ("level_1", "level_2"):
         a, meta_a = io.load(ref / f"{name}.subnets")
         b, meta_b = io.load(out / f"{name}.subnets")
         assert meta_a == meta_b

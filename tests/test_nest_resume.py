@@ -90,6 +90,10 @@ def test_finetuning_of_other_settings_is_refused_or_restarted(setup, ref, tmp_pa
     with pytest.raises(checkpoint.CheckpointError, match=r"levels \("):
         finetune(net, v, LEVELS[1:], x, y, checkpoint_dir=ck, checkpoint_meta={"lr": 0.1},
                  **KW)
+    other = jax.tree.map(lambda a: a + 1, v)
+    with pytest.raises(checkpoint.CheckpointError, match=r"variables \('sha256:"):
+        finetune(net, other, LEVELS, x, y, checkpoint_dir=ck, checkpoint_meta={"lr": 0.1},
+                 **KW)
     fam = finetune(net, v, LEVELS, x, y, checkpoint_dir=ck, restart=True, **KW)
     for a, b in zip(ref, _leaves(fam), strict=True):
         np.testing.assert_array_equal(a, b)

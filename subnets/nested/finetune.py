@@ -225,8 +225,9 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
             and resume after the last saved epoch: a resumed run ends bit-identical to an
             uninterrupted one.
         checkpoint_meta: JSON-ready settings that identify the run beyond the levels, epochs,
-            batch size, distillation and example count recorded anyway (e.g. the optimiser's
-            learning rate, the data); a checkpoint of other settings is refused.
+            batch size, distillation, level weights, example count and a fingerprint of
+            ``variables`` recorded anyway (e.g. the optimiser's learning rate, the data); a
+            checkpoint of other settings is refused.
         restart: ignore a checkpoint of other settings (and overwrite it) instead of refusing.
 
     Returns:
@@ -249,7 +250,13 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     from subnets import parallel
 
     state = parallel.replicate(mesh, trainer.init(variables))
-    identity = _identity(levels, epochs, batch_size, distill, weights, len(x), checkpoint_meta)
+    identity = None
+    if checkpoint_dir is not None:
+        from subnets.runs import fingerprint
+
+        identity = _identity(levels, epochs, batch_size, distill, weights, len(x),
+                             {"variables": fingerprint(*jax.tree.leaves(dict(variables))),
+                              **dict(checkpoint_meta or {})})
     state, start = _resume(checkpoint_dir, state, epochs, identity, restart, mesh)
     bar = _progress(steps, desc, progress)
     record = _log.EpochLog(desc, epochs=epochs, quiet=not progress)

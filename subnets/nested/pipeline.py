@@ -369,8 +369,8 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     base_s = time.perf_counter() - t
     if run is not None:
         run.mark_saved(f"the base model ({out / 'base'})")
-        run.saved = (f"the base model ({out / 'base'}), the scored selection "
-                     f"({out / 'selection'}) and fine-tuning after each epoch ({out / 'finetune'})")
+        run.saved = (f"the base model ({out / 'base'}); the scored selection and fine-tuning "
+                     f"after each epoch as they finish ({out / 'selection'}, {out / 'finetune'})")
     log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
     family, metrics = nest(cfg, net, variables, train, test, progress=progress, checkpoint_dir=out,
                            on_saved=None if run is None else

@@ -24,7 +24,7 @@ LCS = ["subspace", "--model", "dnn-s", "--data", "digits", "--compression", "uns
        "--norm", "none", "--batch-size", "32", "--limit", "128", "--levels", "unroll",
        "--quiet", "--epochs", "3"]
 NEST = ["nest", "--model", "dnn-s", "--data", "digits", "--budgets", "0.5", "--limit", "256",
-        "--epochs", "2", "--finetune-epochs", "1", "--batch-size", "64", "--score-batches", "2",
+        "--epochs", "2", "--finetune-epochs", "2", "--batch-size", "64", "--score-batches", "2",
         "--quiet"]
 
 
@@ -83,20 +83,28 @@ def nest_ref(tmp_path_factory):
     return _family(out), json.loads((out / "metrics.json").read_text())
 
 
-# Saves: 1, 2 = base training epochs 1, 2; 3 = the base model.
+# Saves: 1, 2 = base training epochs 1, 2; 3 = the base model; 4 = the scored selection;
+# 5, 6 = fine-tuning epochs 1, 2.
 @pytest.mark.parametrize("fault", ["after_manifest@1", "after_pointer@1", "after_rename@3",
-                                   "after_pointer@3"])
+                                   "after_pointer@3", "after_orbax@4", "after_pointer@4",
+                                   "after_rename@5", "after_pointer@5", "after_manifest@6"])
 def test_nest_killed_anywhere_resumes_to_the_same_family(tmp_path, nest_ref, fault):
     out = tmp_path / "run"
     r = _cli([*NEST, "--out", str(out)], fault=fault)
     assert r.returncode == -9, r.stderr
-    before = {d: _latest(out / d) for d in ("base", "base_training")}
+    stages = ("base", "base_training", "selection", "finetune")
+    before = {d: _latest(out / d) for d in stages}
     assert any(v for v in before.values()) or fault == "after_manifest@1"
     r = _cli([*NEST, "--out", str(out)])
     assert r.returncode == 0, r.stderr
     for d, v in before.items():  # nothing committed before the kill was lost or replaced
         assert _latest(out / d) >= v
         assert checkpoint.exists(out / d) or v == 0
+    for d in ("base", "selection"):  # a saved stage is restored, not computed and saved again
+        assert before[d] == 0 or _latest(out / d) == before[d]
+    # Fine-tuning resumed: versions are numbered by save, so a restart would go past 2.
+    assert checkpoint.restore(out / "finetune")[1]["epoch"] == 2
+    assert _latest(out / "finetune") == 2
     leaves, _ = _family(out)
     metrics = json.loads((out / "metrics.json").read_text())
     for a, b in zip(nest_ref[0][0], leaves, strict=True):
@@ -118,12 +126,53 @@ def test_prune_killed_after_a_level_resumes_to_the_same_models(tmp_path):
     assert not checkpoint.exists(out / "checkpoints" / "level_1")
     r = _cli([*PRUNE, "--out", str(out)])
     assert r.returncode == 0, r.stderr
-    for name in ("level_0", "level_1"):
+    # pai levels are named level_1, level_2 (checkpoints/level_<i> counts from 0).
+    for name in ("level_1", "level_2"):
         a, meta_a = io.load(ref / f"{name}.subnets")
         b, meta_b = io.load(out / f"{name}.subnets")
         assert meta_a == meta_b
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
             np.testing.assert_array_equal(x, y)
+
+
+IMP = ["prune", "--method", "imp", "--model", "dnn-s", "--data", "digits", "--levels", "1",
+       "--epochs", "2", "--rewind-step", "1", "--batch-size", "64", "--limit", "256", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def imp_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("iref") / "run"
+    r = _cli([*IMP, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+# Saves: 1 = round 0's rewind point, 2, 3 = round 0 epochs 1, 2, 4 = round 0; 5 = round 1's
+# rewind point (unused), 6, 7 = round 1 epochs 1, 2, 8 = round 1.
+@pytest.mark.parametrize("fault", ["after_pointer@2", "after_manifest@4", "after_pointer@6",
+                                   "after_rename@7", "after_orbax@8"])
+def test_prune_imp_killed_anywhere_resumes_to_the_same_models(tmp_path, imp_ref, fault):
+    out = tmp_path / "run"
+    r = _cli([*IMP, "--out", str(out)], fault=fault)
+    assert r.returncode == -9, r.stderr
+    ck = out / "checkpoints"
+    n = int(fault.split("@")[1])
+    round0 = n > 4 or (n == 4 and fault.startswith("after_pointer"))
+    assert checkpoint.exists(ck / "level_0") == round0
+    assert not checkpoint.exists(ck / "level_1")
+    training = ck / ("level_1_training" if round0 else "level_0_training") / "training"
+    before = _latest(training)
+    r = _cli([*IMP, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "resuming the run" not in r.stderr  # --quiet
+    for name in ("level_0", "level_1"):
+        a, meta_a = io.load(imp_ref / f"{name}.subnets")
+        b, meta_b = io.load(out / f"{name}.subnets")
+        assert meta_a == meta_b
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert checkpoint.exists(ck / "level_0") and checkpoint.exists(ck / "level_1")
+    assert before == 0 or not training.exists()  # resumed, finished, then cleared
 
 
 DEMO = ["demo", "--model", "dnn-s", "--data", "digits", "--limit", "512", "--epochs", "3",

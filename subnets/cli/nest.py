@@ -2,8 +2,10 @@
 
 Writes ``OUT/metrics.json`` (per level: budget, widths, true MACs, params, bytes, accuracy),
 ``OUT/family.subnets`` (the :class:`~subnets.runtime.family.Family`, safe format) and
-``OUT/accuracy_vs_macs.png``; the base model is checkpointed in ``OUT/base`` (orbax) and reused
-when the command is run again with the same ``--out``.
+``OUT/accuracy_vs_macs.png``; the base model (``OUT/base``, its training per epoch in
+``OUT/base_training``), the scored selection (``OUT/selection``) and the joint fine-tuning per
+epoch (``OUT/finetune``) are checkpointed, so a rerun with the same ``--out`` resumes where the
+last one stopped (see docs/reliability.md).
 
 Example:
     subnets nest --model ds-cnn-s --data fashion_mnist --budgets 0.25,0.5,0.75 --out runs/reds

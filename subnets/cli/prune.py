@@ -134,9 +134,9 @@ def run(args) -> int:
 
     if args.model not in zoo.NAMES:
         zoo.create(args.model, num_classes=2)  # raises the zoo's "unknown model" message
-    with open_run(args, "prune"), log.run_dir(args.out), \
+    with open_run(args, "prune") as run, log.run_dir(args.out), \
             log.quiet_compile_alarms(log.COMPILE_NOTE):
-        result = run_pruning(cfg, args.out)
+        result = run_pruning(cfg, args.out, run=run)
     png = plot(args.out, result)
     summary = {"out": str(args.out), "levels": len(result["levels"]),
                "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}

@@ -280,16 +280,36 @@ class ChannelGraph:
         return out
 
     def validate(self, variables: Mapping, *, widths: Mapping[str, int] | None = None) -> None:
-        """Check that every member exists and has its group's size.
+        """Check the variables against the graph: members, sizes, the set of arrays, dtypes.
+
+        Every member must exist with its group's size; when the graph records the arrays
+        (:attr:`shapes`, as traced graphs do), the variables must hold exactly those arrays
+        (an extra or a missing leaf is an error); every array must have a floating dtype.
 
         Args:
             variables: the variables tree.
             widths: expected widths of free groups (default: each group's full size).
 
         Raises:
-            ValueError: naming the first path/axis whose size disagrees, or a missing path.
+            ValueError: naming the first path/axis whose size disagrees, a missing path, an
+                array the graph does not know, or a non-floating array (path, expected and
+                found dtype).
+
+        Example:
+            >>> import numpy as np
+            >>> g = ChannelGraph(groups=(
+            ...     Group("h", 2, (Member(("params", "d", "bias"), 0, role="bias"),)),),
+            ...     shapes=((("params", "d", "bias"), (2,)),))
+            >>> g.validate({"params": {"d": {"bias": np.zeros(2, np.float32)}}})
+            >>> try:
+            ...     g.validate({"params": {"d": {"bias": np.zeros(2, np.float32),
+            ...                                  "extra": np.zeros(1)}}})
+            ... except ValueError as e:
+            ...     print(str(e).split(" (")[0])
+            params/d/extra: an array the graph does not know
         """
         widths = dict(widths or {})
+        _check_dtypes(variables)
         for g in self.groups:
             expect = widths.get(g.name, g.size)
             for m in g.members:
@@ -306,6 +326,7 @@ class ChannelGraph:
                     raise ValueError(
                         f"group {g.name!r}: {'/'.join(m.path)} axis {m.axis} has size "
                         f"{shape[m.axis]}, expected {expect * m.spatial}{detail}; shape {shape}")
+        _check_leaf_set(variables, self.shapes)
 
     def members_by_path(self) -> dict[Path, list[tuple[Group, Member]]]:
         """Map every array path to the (group, member) pairs that touch it."""
@@ -393,6 +414,37 @@ def get_path(tree: Mapping, path: Path) -> Any:
                            f"{'/'.join(path[:i]) or 'the root'})")
         node = node[key]
     return node
+
+
+def _check_dtypes(variables: Mapping) -> None:
+    """Every leaf an array of a floating dtype."""
+    import jax.numpy as jnp
+
+    for path, leaf in leaf_paths(variables):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            raise ValueError(f"{'/'.join(path)}: expected an array of dtype floating, found "
+                             f"{type(leaf).__name__}")
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"{'/'.join(path)}: expected dtype floating (float32, bfloat16, "
+                             f"...), found {dtype}")
+
+
+def _check_leaf_set(variables: Mapping, shapes: tuple[tuple[Path, tuple[int, ...]], ...]) -> None:
+    """The leaves are exactly the arrays the graph records (when it records any)."""
+    if not shapes:
+        return
+    known = {tuple(p) for p, _ in shapes}
+    seen = set()
+    for path, _ in leaf_paths(variables):
+        if path not in known:
+            raise ValueError(f"{'/'.join(path)}: an array the graph does not know (it records "
+                             f"{len(known)} arrays, e.g. {'/'.join(shapes[0][0])})")
+        seen.add(path)
+    missing = [p for p, _ in shapes if tuple(p) not in seen]
+    if missing:
+        raise ValueError(f"{'/'.join(missing[0])}: missing; the graph records this array "
+                         f"({len(missing)} of its {len(known)} arrays are absent)")
 
 
 def set_paths(tree: Mapping, updates: Mapping[Path, Any]) -> dict:

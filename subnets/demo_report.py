@@ -62,15 +62,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def _schedules(cfg: Mapping) -> str:
     """One line naming every step's training budget, so the table's accuracies can be read."""
     get = cfg.get
+    adam = f" (Adam, peak {get('lr')})" if "lr" in cfg else ""
     lcs = (f"LCS {get('lcs_epochs')} (Adam, peak {get('lcs_lr')}, "
            f"{get('lcs_warmup_epochs', 0)} warm-up)" if "lcs_lr" in cfg
            else f"LCS {get('lcs_epochs')}")
-    prune = f" (Adam, peak {get('lr')})" if "lr" in cfg else ""
-    return (f"Epochs: base {get('epochs')} and REDS joint fine-tuning "
-            f"{get('finetune_epochs')} (Adam, the trainers' default peak 1e-3), "
-            f"{lcs}, IMP {get('imp_epochs')} per level for {get('imp_levels')} levels after the "
-            f"dense one and Reconvene {get('imp_epochs')}{prune}; batch {get('batch_size')}, "
-            "cosine decay everywhere.")
+    return (f"Epochs: base {get('epochs')}{adam}, REDS joint fine-tuning "
+            f"{get('finetune_epochs')} (Adam, the trainers' default peak 1e-3), {lcs}, IMP "
+            f"{get('imp_epochs')} per level for {get('imp_levels')} levels after the dense one "
+            f"and Reconvene {get('imp_epochs')}{adam}; batch {get('batch_size')}, cosine decay "
+            "everywhere.")
 
 
 def _pct(x: float) -> str:

@@ -64,7 +64,7 @@ def _schedules(cfg: Mapping) -> str:
     get = cfg.get
     adam = f" (Adam, peak {get('lr')})" if "lr" in cfg else ""
     lcs = (f"LCS {get('lcs_epochs')} (Adam, peak {get('lcs_lr')}, "
-           f"{get('lcs_warmup_epochs', 0)} warm-up)" if "lcs_lr" in cfg
+           f"warm-up epochs {get('lcs_warmup_epochs', 0)})" if "lcs_lr" in cfg
            else f"LCS {get('lcs_epochs')}")
     return (f"Epochs: base {get('epochs')}{adam}, REDS joint fine-tuning "
             f"{get('finetune_epochs')} (Adam, the trainers' default peak 1e-3), {lcs}, IMP "

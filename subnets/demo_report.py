@@ -71,6 +71,20 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _schedules(cfg: Mapping) -> str:
+    """One line naming every step's training budget, so the table's accuracies can be read."""
+    get = cfg.get
+    adam = f" (Adam, peak {get('lr')})" if "lr" in cfg else ""
+    lcs = (f"LCS {get('lcs_epochs')} (Adam, peak {get('lcs_lr')}, "
+           f"warm-up epochs {get('lcs_warmup_epochs', 0)})" if "lcs_lr" in cfg
+           else f"LCS {get('lcs_epochs')}")
+    return (f"Epochs: base {get('epochs')}{adam}, REDS joint fine-tuning "
+            f"{get('finetune_epochs')} (Adam, the trainers' default peak 1e-3), {lcs}, IMP "
+            f"{get('imp_epochs')} per level for {get('imp_levels')} levels after the dense one "
+            f"and Reconvene {get('imp_epochs')}{adam}; batch {get('batch_size')}, cosine decay "
+            "everywhere.")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -90,7 +104,8 @@ def write_report(metrics: Mapping, out: Path) -> Path:
     b = metrics["base"]
     parts += ["## Base model", "", f"{b['train_examples']} training / {b['test_examples']} test "
               f"examples; test accuracy {_pct(b['accuracy'])}, {b['macs']:,} MACs, "
-              f"{b['params']:,} parameters ({sec.get('base', 0):.0f} s).", ""]
+              f"{b['params']:,} parameters ({sec.get('base', 0):.0f} s).", "",
+              _schedules(cfg), ""]
     r = metrics["reds"]
     parts += ["## REDS: a nested family (one weight set, every level a prefix)", "",
               _table(["level", "budget", "MACs", "of full", "params", "accuracy",

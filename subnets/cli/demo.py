@@ -30,7 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="data set (default: Fashion-MNIST if installed, else mnist5k)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"base training epochs (default {d.epochs}; --quick 1)")
-    p.add_argument("--limit", type=int, default=None, help="training examples used (all)")
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"training examples used (default {d.limit}; --quick 512)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     add_run_flags(p)

@@ -175,22 +175,34 @@ def test_prune_imp_killed_anywhere_resumes_to_the_same_models(tmp_path, imp_ref,
     assert before == 0 or not training.exists()  # resumed, finished, then cleared
 
 
-DEMO = ["demo", "--model", "dnn-s", "--data", "digits", "--limit", "512", "--epochs", "3",
-        "--batch-size", "64", "--json"]
+DEMO = ["demo", "--quick", "--data", "digits", "--json"]
 
 
-def test_demo_killed_mid_training_resumes_bit_identically(tmp_path):
+def _figures(metrics: dict) -> dict:
+    """The demo's measured figures, without what differs between two runs by design."""
+    drop = {"seconds", "wall_seconds", "time", "out", "path", "png", "started", "finished"}
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if k not in drop and "seconds" not in k}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(metrics)
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_demo_killed_mid_run_resumes_to_the_same_figures(tmp_path, nth):
+    """SIGKILL inside the demo's ``nth`` checkpoint save; ``--resume`` ends with the figures of
+    an uninterrupted run (every step is seeded, so finished steps and resumed training agree)."""
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert _cli([*DEMO, "--out", str(ref)]).returncode == 0
-    r = _cli([*DEMO, "--out", str(out)], fault="after_manifest@2")  # inside epoch 2's save
-    assert r.returncode == -9, r.stderr
-    assert checkpoint.restore(out / "checkpoint")[1]["epoch"] == 1
+    r = _cli([*DEMO, "--out", str(out)], fault=f"after_manifest@{nth}")
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
     r = _cli([*DEMO, "--out", str(out), "--resume"])
-    assert r.returncode == 0, r.stderr
-    a, _ = checkpoint.restore(ref / "checkpoint")
-    b, _ = checkpoint.restore(out / "checkpoint")
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    ra = json.loads((ref / "report.json").read_text())
-    rb = json.loads((out / "report.json").read_text())
-    assert ra["test_accuracy"] == rb["test_accuracy"]
+    assert r.returncode == 0, r.stderr[-2000:]
+    ra = json.loads((ref / "metrics.json").read_text())
+    rb = json.loads((out / "metrics.json").read_text())
+    assert _figures(ra) == _figures(rb)

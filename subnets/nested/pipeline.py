@@ -190,8 +190,11 @@ def level_report(family: Family, x: np.ndarray, y: np.ndarray) -> list[dict]:
 
 
 def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
-               out_dir: str | os.PathLike | None, *, progress: bool = True) -> tuple[dict, bool]:
+               out_dir: str | os.PathLike | None, *, progress: bool = True,
+               mesh: Any = None) -> tuple[dict, bool]:
     """Train the base model or restore it from ``out_dir/base`` (orbax): ``(variables, loaded)``.
+
+    ``mesh`` shards every batch over a device mesh (:func:`subnets.parallel.data_mesh`).
     """
     from subnets import checkpoint
     from subnets.train import fit
@@ -212,7 +215,8 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     if cfg.epochs > 0:
         variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         key=jax.random.fold_in(key, 1), progress=progress, desc="base",
-                        checkpoint_dir=None if ck is None else ck.with_name("base_training"))
+                        checkpoint_dir=None if ck is None else ck.with_name("base_training"),
+                        mesh=mesh)
     if ck is not None:
         checkpoint.save(ck, variables, meta=identity)
     return jax.tree.map(np.asarray, variables), False
@@ -220,10 +224,12 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
 
 def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray, np.ndarray],
          test: tuple[np.ndarray, np.ndarray], *, progress: bool = True,
-         levels: Sequence[Mapping[str, int]] | None = None) -> tuple[Family, dict]:
+         levels: Sequence[Mapping[str, int]] | None = None,
+         mesh: Any = None) -> tuple[Family, dict]:
     """Score, permute, select, fine-tune and evaluate from trained ``variables``.
 
     ``levels`` fixes the widths (see :func:`build_family`); the scores then only set the order.
+    ``mesh`` shards the joint fine-tuning's batches over a device mesh.
     """
     from subnets.nested.finetune import finetune
 
@@ -248,7 +254,8 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
     t = time.perf_counter()
     family = finetune(net, family.variables, family.levels, *train, epochs=cfg.finetune_epochs,
                       batch_size=cfg.batch_size, key=jax.random.fold_in(key, 3),
-                      distill=cfg.distill, progress=progress, family=family)
+                      distill=cfg.distill, progress=progress, family=family,
+                      mesh=mesh)
     timings["finetune_s"] = time.perf_counter() - t
     levels = level_report(family, *test)
     budgets = sorted(cfg.budgets)
@@ -277,12 +284,14 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
-        log: Callable[[str], Any] = print, model: Any = None, run: Any = None) -> dict:
+        log: Callable[[str], Any] = print, model: Any = None, run: Any = None,
+        mesh: Any = None) -> dict:
     """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
 
     ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``. ``run``: an
     open :class:`subnets.runs.Run` (the CLI's), told the data fingerprint and what is saved as
-    the pipeline goes.
+    the pipeline goes. ``mesh``: base training and joint fine-tuning shard every batch over
+    this device mesh (:func:`subnets.parallel.data_mesh`); None: one device.
 
     Returns:
         The metrics dict also written to ``out_dir/metrics.json``.
@@ -304,12 +313,13 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     t = time.perf_counter()
     if run is not None:
         run.saved = f"the base training state after each finished epoch ({out / 'base_training'})"
-    variables, loaded = train_base(cfg, net, train, out, progress=progress)
+    variables, loaded = train_base(cfg, net, train, out, progress=progress, mesh=mesh)
     base_s = time.perf_counter() - t
     if run is not None:
         run.mark_saved(f"the base model ({out / 'base'})")
     log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
-    family, metrics = nest(cfg, net, variables, train, test, progress=progress)
+    family, metrics = nest(cfg, net, variables, train, test, progress=progress,
+                           mesh=mesh)
     # The permutation keeps the function, so the full level before fine-tuning IS the base.
     base_acc = metrics["levels"][-1]["accuracy_before_finetune"]
     metrics["timings"]["base_s"] = base_s

@@ -151,12 +151,13 @@ def level_metrics(net: Any, sparse: dict, masks: dict, xt: np.ndarray, yt: np.nd
     return metrics, removed, widths
 
 
-def _train_masked(cfg: PruneConfig, net: Any, variables: dict, masks: dict, x, y, key, desc):
+def _train_masked(cfg: PruneConfig, net: Any, variables: dict, masks: dict, x, y, key, desc,
+                  mesh: Any = None):
     steps = cfg.epochs * max(1, len(x) // cfg.batch_size)
     tx = masked(train.default_optimizer(steps, cfg.lr), masks)
     return train.fit(net, apply_masks(variables, masks), x, y, epochs=cfg.epochs,
                      batch_size=cfg.batch_size, tx=tx, key=key, progress=cfg.progress,
-                     desc=desc)
+                     desc=desc, mesh=mesh)
 
 
 def _save_level(directory: FsPath, lv: dict) -> None:
@@ -175,12 +176,13 @@ def _load_level(directory: FsPath) -> dict:
 
 
 def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, key: jax.Array,
-                  checkpoint_dir: str | FsPath | None = None) -> list[dict]:
+                  checkpoint_dir: str | FsPath | None = None, mesh: Any = None) -> list[dict]:
     """Train the run's sparse models: ``[{"name", "variables", "masks", "extra"}, ...]``.
 
     With ``checkpoint_dir``, every finished pruning-at-init / Reconvene level is checkpointed
     (``checkpoint_dir/level_<i>``) and restored instead of retrained on a rerun: each level has
     its own keys, so a resumed run is bit-identical. IMP levels are sequential and rerun.
+    ``mesh`` shards every training batch over a device mesh (:func:`subnets.parallel.data_mesh`).
     """
     k_init, k_run = jax.random.split(key)
     v0 = net.init(k_init)
@@ -189,7 +191,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
         fn = make_train_fn(net, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                            optimizer=train.default_optimizer(
                                cfg.epochs * max(1, len(x) // cfg.batch_size), cfg.lr),
-                           rewind_step=cfg.rewind_step, progress=cfg.progress)
+                           rewind_step=cfg.rewind_step, progress=cfg.progress, mesh=mesh)
         for lv in imp(net, v0, train_fn=fn, levels=cfg.levels, fraction=cfg.fraction,
                       rewind_step=cfg.rewind_step, key=k_run):
             out.append({"name": f"level_{lv.level}", "variables": lv.variables,
@@ -217,7 +219,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
                 "reconvene_layers": r.report["layers"]}
         extra["prune_seconds"] = time.perf_counter() - t0
         trained = _train_masked(cfg, net, start, masks, x, y, k_train,
-                                f"{cfg.method} d={d:g}")
+                                f"{cfg.method} d={d:g}", mesh=mesh)
         out.append({"name": f"level_{i + 1}", "variables": trained, "masks": masks,
                     "extra": {"target_density": d, **extra}})
         if ck is not None:
@@ -225,7 +227,8 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
     return out
 
 
-def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> dict:
+def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None,
+                mesh: Any = None) -> dict:
     """Run ``cfg``, write metrics, removed models and a portfolio to ``out``; return metrics.
 
     Args:
@@ -233,6 +236,8 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
         out: output folder.
         model: the :class:`~subnets.models.Model` to prune (default: the zoo's ``cfg.model``
             sized for the data). Saved levels store its graph, so they load without it.
+        mesh: shard every training batch over this device mesh
+            (:func:`subnets.parallel.data_mesh`); None: one device.
 
     Example: see the module docstring.
     """
@@ -248,7 +253,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None) -> di
     net = model
     t0 = time.perf_counter()
     levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed),
-                           checkpoint_dir=out / "checkpoints")
+                           checkpoint_dir=out / "checkpoints", mesh=mesh)
     train_s = time.perf_counter() - t0
     portfolio = Portfolio(model=net)
     graph = net.graph.to_dict()

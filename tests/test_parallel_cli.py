@@ -89,11 +89,11 @@ def test_prune_devices_4_equals_1(tmp_path):
 def test_demo_devices_4_equals_1(tmp_path):
     pytest.importorskip("tensorflow")
     one, four = _run_twice(tmp_path, ["demo", "--quick", "--data", "digits", "--limit", "256",
-                                      "--json"], timeout=2900)
+                                      "--epochs", "6", "--json"], timeout=2900)
     _close_accuracy(one["base"]["accuracy"], four["base"]["accuracy"],
                     one["base"]["test_examples"])
     for key in ("reds", "lcs", "imp", "reconvene"):
         assert len(one[key]["levels"]) == len(four[key]["levels"]), key
         for a, b in zip(one[key]["levels"], four[key]["levels"], strict=True):
             _close_accuracy(a["accuracy"], b["accuracy"], one["base"]["test_examples"])
-    assert one["base"]["accuracy"] > 0.3  # it trained
+    assert one["base"]["accuracy"] > 0.2  # it trained (chance: 0.1)

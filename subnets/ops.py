@@ -5,11 +5,15 @@
 ``s``, no dilation, one feature group) stays a convolution in the primal program (what
 inference runs and what ``subnets.graph.trace`` reads), but under differentiation its forward
 and backward are a strided slice and matrix products (a ``jax.custom_vjp``), which XLA:CPU
-runs as single GEMMs where its convolution-gradient kernels are slow; everything else goes to
-``lax.conv_general_dilated`` unchanged. Measured on the zoo's 1x1 convolutions (batch 128), the
-gradient of the dot form ran 2-4x faster than the convolution's (``benchmarks/train_speed.py``
-records the whole-model effect). The kernel keeps its ``(1, 1, C_in, C_out)`` HWIO shape and
-name, so checkpoints, channel graphs and export are untouched. No XLA flag is set.
+runs as single GEMMs where its convolution-gradient kernels are slow. A depthwise convolution
+(``feature_group_count`` = input channels) on the CPU keeps its grouped-conv primal (what
+TFLite export needs) and differentiates through shifted elementwise products. Everything
+else goes to ``lax.conv_general_dilated`` unchanged (a k x k form whose kernel gradient is
+GEMMs exists, ``FORMS["spatial"]``, off: it measured no faster). ``subnets.graph.run`` and the
+zoo's convolutions use :func:`conv`. Measured (``benchmarks/train_speed.py``): the full-width
+cPreResNet20 gradient 1.79x faster with the 1x1 form, ``graph.run``'s vision-ds-cnn gradient
+1.61x with both forms. Kernels keep their HWIO shapes and names, so checkpoints, channel graphs
+and export are untouched. No XLA flag is set (``benchmarks/cpu_kernels.py`` compares them).
 
 Example:
     >>> import jax, numpy as np

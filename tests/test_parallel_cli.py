@@ -88,8 +88,8 @@ def test_prune_devices_4_equals_1(tmp_path):
 @pytest.mark.timeout(3000)  # two demo runs (export and C build included) on a shared machine
 def test_demo_devices_4_equals_1(tmp_path):
     pytest.importorskip("tensorflow")
-    one, four = _run_twice(tmp_path, ["demo", "--quick", "--data", "digits", "--limit", "256",
-                                      "--epochs", "6", "--json"], timeout=2900)
+    one, four = _run_twice(tmp_path, ["demo", "--quick", "--data", "digits", "--epochs", "6",
+                                      "--json"], timeout=2900)
     _close_accuracy(one["base"]["accuracy"], four["base"]["accuracy"],
                     one["base"]["test_examples"])
     for key in ("reds", "lcs", "imp", "reconvene"):

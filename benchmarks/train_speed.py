@@ -208,6 +208,43 @@ def ops_rows(net, x, y, steps, out):
                            "speedup": round(min(times["lax"]) / min(times["gemm"]), 3)}
 
 
+def graph_forms_rows(steps, out, model="vision-ds-cnn", shape=(32, 32, 1), batch=64):
+    """``subnets.graph.run`` (what the masked structured / quantised LCS steps execute) on a
+    depthwise-separable zoo model: the gradient with ``ops.conv``'s CPU forms (depthwise
+    through shifted products, 1x1 through GEMMs) vs plain ``lax`` convolutions, alternating."""
+    from subnets import graph, ops
+
+    net = subnets.zoo.create(model, num_classes=10, input_shape=shape)
+    v = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    xd = jnp.asarray(rng.random((batch,) + shape, np.float32))
+    yd = jnp.asarray(rng.integers(0, 10, batch).astype(np.int32))
+
+    def loss(p, xb, yb):
+        logits, _ = graph.run(net.graph, {**v, "params": p}, xb, train=True)
+        return subnets.train.cross_entropy(logits, yb)
+
+    saved, progs = dict(ops.FORMS), {}
+    times = {"forms": [], "lax": []}
+    try:
+        for name in ("forms", "lax"):
+            on = name == "forms"
+            ops.FORMS.update({"pointwise": on, "depthwise": on})
+            progs[name] = jax.jit(jax.grad(loss)).lower(v["params"], xd, yd).compile()
+            jax.block_until_ready(progs[name](v["params"], xd, yd))
+    finally:
+        ops.FORMS.update(saved)
+    for _ in range(max(3, steps)):
+        for name, g in progs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(g(v["params"], xd, yd))
+            times[name].append(time.perf_counter() - t)
+    out["graph_run_forms"] = {"model": model, "input_shape": list(shape), "batch_size": batch,
+                              "grad_s_forms": round(min(times["forms"]), 4),
+                              "grad_s_lax": round(min(times["lax"]), 4),
+                              "speedup": round(min(times["lax"]) / min(times["forms"]), 3)}
+
+
 def devices_rows(net, x, y, steps, out):
     """In a 4-device process: the base step and the sliced LCS step, 1 vs 4 devices."""
     from subnets import parallel
@@ -274,6 +311,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-devices", action="store_true", help="skip the 4-device subprocess")
     p.add_argument("--lcs-only", action="store_true",
                    help="only the LCS variants (the headline) and the sgemm peak")
+    p.add_argument("--graph-forms-only", action="store_true",
+                   help="only graph.run's gradient with ops.conv's CPU forms vs lax convs")
     p.add_argument("--devices-worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     shape = tuple(int(s) for s in (a.input or ("8,8,3" if a.quick else "32,32,3")).split(","))
@@ -292,11 +331,17 @@ def main(argv=None) -> dict:
         devices_rows(net, x, y, steps, out)
         print(json.dumps(out))
         return out
+    if a.graph_forms_only:
+        graph_forms_rows(steps, out, shape=(16, 16, 1) if a.quick else (32, 32, 1),
+                         batch=16 if a.quick else 64)
+        print(json.dumps(out))
+        return out
     peak = sgemm_peak()
     out["sgemm_peak_gflops"] = round(peak / 1e9, 1)
     if not a.lcs_only:
         full_width_rows(net, x, y, steps, peak, out)
         ops_rows(net, x, y, steps, out)
+        graph_forms_rows(steps, out)
     lcs_rows(net, x, y, steps, peak, out)
     if not a.lcs_only:
         reds_row(net, x, y, steps, peak, out)

@@ -139,13 +139,15 @@ class _Steps:
 
 
 def run(cfg: DemoConfig, out_dir: str | os.PathLike, *,
-        progress: bool | None = None, log: Callable[[str], Any] | None = None) -> dict:
+        progress: bool | None = None, log: Callable[[str], Any] | None = None,
+        mesh: Any = None) -> dict:
     """Run every step (skipping those already done under ``cfg``); return the metrics.
 
     Writes into ``out_dir``: ``metrics.json``, ``report.md``, ``accuracy_vs_macs.png``,
     ``base/`` (checkpoint), ``family.subnets``, ``lcs/``, ``imp/`` and ``reconvene/``
     (removed models), ``tflite/`` (per level ``.tflite`` and C arrays, TFLM-checked) and
-    ``nested_c/`` (the nested C artifact, built and run).
+    ``nested_c/`` (the nested C artifact, built and run). ``mesh``: every training step
+    shards its batches over this device mesh (:func:`subnets.parallel.data_mesh`).
     """
     from subnets import data as data_mod
 
@@ -157,7 +159,7 @@ def run(cfg: DemoConfig, out_dir: str | os.PathLike, *,
     name = data_mod.resolve(cfg.data)[0]
     cfg = dataclasses.replace(cfg, data=name)
     steps = _Steps(out, cfg, log)
-    ctx = _Context(cfg, out, progress, log)
+    ctx = _Context(cfg, out, progress, log, mesh)
     results: dict[str, Any] = {}
     results["base"] = steps.run("base", ctx.base)
     results["reds"] = steps.run("reds", ctx.reds)
@@ -179,8 +181,9 @@ def run(cfg: DemoConfig, out_dir: str | os.PathLike, *,
 class _Context:
     """The state the steps share: data, model, trained variables, loaded lazily."""
 
-    def __init__(self, cfg: DemoConfig, out: Path, progress: bool, log) -> None:
+    def __init__(self, cfg: DemoConfig, out: Path, progress: bool, log, mesh=None) -> None:
         self.cfg, self.out, self.progress, self.log = cfg, out, progress, log
+        self.mesh = mesh
         self._data = None
         self._net = None
 
@@ -236,7 +239,7 @@ class _Context:
                       epochs=c.epochs, batch_size=c.batch_size,
                       tx=train.default_optimizer(steps, c.lr), key=jax.random.fold_in(key, 1),
                       progress=self.progress, desc="base",
-                      checkpoint_dir=self.out / "base_training")
+                      checkpoint_dir=self.out / "base_training", mesh=self.mesh)
         checkpoint.save(ck, v, meta=identity)
         return jax.tree.map(np.asarray, v)
 
@@ -259,7 +262,7 @@ class _Context:
         from subnets.nested.pipeline import nest
 
         family, metrics = nest(self.nest_config(), self.net, self.variables(), *self.data,
-                               progress=self.progress)
+                               progress=self.progress, mesh=self.mesh)
         family.save(self.out / "family.subnets")
         t = _switch_seconds(family, self.net.input_shape)
         return {"levels": metrics["levels"], "family": metrics["family"],
@@ -288,7 +291,7 @@ class _Context:
         s = subspace.fit(net, s, x, y, epochs=c.lcs_epochs, batch_size=c.batch_size,
                          key=jax.random.fold_in(key, 1), config=config, tx=tx,
                          checkpoint_dir=self.out / "lcs" / "ck", progress=self.progress,
-                         desc="lcs")
+                         desc="lcs", mesh=self.mesh)
         subspace.save(self.out / "lcs" / "subspace", s, meta={"model": c.model})
         acc = subspace.evaluate_levels(net, s, xt, yt, levels=list(c.lcs_widths))
         full = cost.macs(net)
@@ -314,7 +317,8 @@ class _Context:
         out = self.out / method
         out.mkdir(exist_ok=True)
         rows = []
-        for lv in sparse_levels(pc, self.net, x, y, key=jax.random.key(c.seed + 2)):
+        for lv in sparse_levels(pc, self.net, x, y, key=jax.random.key(c.seed + 2),
+                                mesh=self.mesh):
             m, removed, widths = level_metrics(self.net, lv["variables"], lv["masks"], xt, yt)
             io.save(out / f"{lv['name']}.subnets", removed, meta={"widths": widths},
                     compress=True)

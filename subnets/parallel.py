@@ -114,6 +114,19 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def process_dir(out: str | os.PathLike) -> str:
+    """The output folder this process writes: ``out`` on the primary process, else a sibling
+    ``<out>.process-<i>`` of its own (a command whose pipeline writes as it goes runs the same
+    steps on every process, so each resumes from its own checkpoints; process 0's are the
+    run's outputs).
+
+    Example:
+        >>> process_dir("runs/demo")  # a single-process run: its own --out
+        'runs/demo'
+    """
+    return os.fspath(out) if is_primary() else f"{os.fspath(out)}.process-{jax.process_index()}"
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, local_devices: int | None = None) -> None:
     """Start ``jax.distributed`` for a multi-process run (before any other JAX call).

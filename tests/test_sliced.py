@@ -107,6 +107,32 @@ def test_compilations_stay_bounded_by_the_grid():
     assert step.traces <= 3 + 2
 
 
+@pytest.mark.parametrize("sampling", ["sandwich", "discrete"])
+def test_one_compilation_per_grid_point_and_program(sampling):
+    """precompile + steps + flops() with the step's own float32 alphas: exactly grid + 2
+    traces (the benchmark counted 19 for 15 when float32 alphas missed the float64 keys)."""
+    net, s, x, y = _setup("dnn-s", "batch", "point", (8,))
+    tx = subspace.default_optimizer(20)
+    grid = 7  # 1/6, 1/3, ... are not exact in float32
+    fixed = (0.0, 1 / 3, 2 / 3, 1.0) if sampling == "discrete" else ()
+    cfg = subspace.LCSConfig(4, sampling, grid=grid, step="sliced", alphas=fixed)
+    step = subspace.make_train_step(net, tx, cfg, total_steps=20)
+    state0 = subspace.init_state(s, tx)
+    step.precompile(state0, x, y)
+    points = len(cfg.alphas) if sampling == "discrete" else grid
+    assert step.traces == points + 1  # every level program and the accumulator's zeros
+    state, reported = state0, []
+    for i in range(6):
+        state, m = step(state, x, y, jax.random.key(i))
+        reported.append(np.asarray(m["alphas"]))
+    assert all(a.dtype == np.float32 for a in reported)
+    exact = set(fixed or sliced.grid_alphas(grid).tolist())
+    assert any(float(a) not in exact for a in np.concatenate(reported))  # float32 spellings
+    for al in reported:
+        step.flops(state0, al, x, y)
+    assert step.traces == points + 2  # + the update; nothing traced twice
+
+
 def test_auto_choice_and_fallback(tmp_path):
     net, s, x, y = _setup("dnn-s", "none", "point", (8,))
     auto = subspace.LCSConfig()

@@ -35,15 +35,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     add_run_flags(p)
+    from subnets import parallel
+
+    parallel.add_flags(p)
     return p
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from subnets import parallel
     from subnets.demo import QUICK, DemoConfig
     from subnets.demo import run as run_demo
 
+    mesh = parallel.mesh_from_flags(args)  # before any other JAX work (jax.distributed)
     cfg = QUICK if args.quick else DemoConfig()
     changes = {"model": args.model, "data": args.data, "seed": args.seed}
     if args.epochs is not None:
@@ -52,9 +57,13 @@ def run(args) -> int:
         changes["limit"] = args.limit
     cfg = dataclasses.replace(cfg, **changes)
     out = Path(args.out)
+    if not parallel.is_primary():  # same steps, own folder; process 0 writes OUT
+        run_demo(cfg, parallel.process_dir(out), progress=False, log=lambda _: None, mesh=mesh)
+        return 0
     with open_run(args, "demo") as run:
         run.saved = f"every finished step ({out / 'steps'}) and the base training per epoch"
-        metrics = run_demo(cfg, out, progress=None if not args.json else False)
+        metrics = run_demo(cfg, out, progress=None if not args.json else False,
+                           mesh=mesh)
     result(args, {"out": str(out), "seconds": metrics["seconds"],
                   "base_accuracy": metrics["base"]["accuracy"],
                   "reds": [lv["accuracy"] for lv in metrics["reds"]["levels"]],

@@ -95,6 +95,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "epochs and draw it as the reference curve (slow)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     add_run_flags(p)
+    from subnets import parallel
+
+    parallel.add_flags(p)
     return p
 
 
@@ -142,10 +145,12 @@ def plot(metrics: dict, path, title: str) -> str | None:
 
 
 def run(args) -> int:
+    from subnets import parallel
     from subnets.nested.checks import check_nest_args
     from subnets.nested.pipeline import NestConfig
     from subnets.nested.pipeline import run as run_pipeline
 
+    mesh = parallel.mesh_from_flags(args)  # before any other JAX work (jax.distributed)
     budgets = check_nest_args(args)  # everything checkable is checked before any training
     cfg = NestConfig(model=args.model, data=args.data, budgets=budgets,
                      epochs=args.epochs, finetune_epochs=args.finetune_epochs,
@@ -167,9 +172,15 @@ def run(args) -> int:
     # flags may change.
     from subnets.nested.pipeline import BASE_KEYS
 
+    if not parallel.is_primary():  # same steps, own folder; process 0 writes OUT
+        run_pipeline(cfg, parallel.process_dir(args.out), progress=False, log=lambda *_: None,
+                     mesh=mesh)
+        return 0
+
     with open_run(args, "nest", identity=BASE_KEYS) as run, _log.run_dir(args.out), \
             _log.quiet_compile_alarms(_log.COMPILE_NOTE):
-        metrics = run_pipeline(cfg, args.out, progress=not args.quiet, log=log, run=run)
+        metrics = run_pipeline(cfg, args.out, progress=not args.quiet, log=log, run=run,
+                               mesh=mesh)
         if args.references:
             metrics["references"] = references(cfg, metrics, progress=not args.quiet)
     out = Path(args.out)

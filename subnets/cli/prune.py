@@ -68,6 +68,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
     add_run_flags(p)
+    from subnets import parallel
+
+    parallel.add_flags(p)
     return p
 
 
@@ -119,9 +122,10 @@ def plot(out, result: dict) -> str | None:
 
 
 def run(args) -> int:
-    from subnets import log
+    from subnets import log, parallel
     from subnets.pruning.pipeline import PruneConfig, run_pruning
 
+    mesh = parallel.mesh_from_flags(args)  # before any other JAX work (jax.distributed)
     cfg = PruneConfig(method=args.method, model=args.model, data=args.data, levels=args.levels,
                       fraction=args.fraction, rewind_step=args.rewind_step,
                       densities=tuple(args.density), pai_score=args.pai_score,
@@ -134,9 +138,12 @@ def run(args) -> int:
 
     if args.model not in zoo.NAMES:
         zoo.create(args.model, num_classes=2)  # raises the zoo's "unknown model" message
+    if not parallel.is_primary():  # same steps, own folder; process 0 writes OUT
+        run_pruning(cfg, parallel.process_dir(args.out), mesh=mesh)
+        return 0
     with open_run(args, "prune") as run, log.run_dir(args.out), \
             log.quiet_compile_alarms(log.COMPILE_NOTE):
-        result = run_pruning(cfg, args.out, run=run)
+        result = run_pruning(cfg, args.out, run=run, mesh=mesh)
     png = plot(args.out, result)
     summary = {"out": str(args.out), "levels": len(result["levels"]),
                "portfolio_bytes": result["portfolio"]["file_bytes"], "png": png}

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from subnets import ops
 from subnets.graph.types import ChannelGraph, Norm, Op, get_path, set_paths
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -64,7 +65,7 @@ def _layer(graph: ChannelGraph, variables: Mapping, op: Op, h: jax.Array) -> jax
     else:
         ls, rs, os = op.attr("dimension_numbers")
         groups = h.shape[ls[1]] if op.attr("depthwise") else 1
-        y = lax.conv_general_dilated(
+        y = ops.conv(
             h, k, op.attr("window_strides"), op.attr("padding"),
             rhs_dilation=op.attr("rhs_dilation"),
             dimension_numbers=lax.ConvDimensionNumbers(ls, rs, os), feature_group_count=groups)

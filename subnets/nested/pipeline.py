@@ -191,8 +191,11 @@ def level_report(family: Family, x: np.ndarray, y: np.ndarray) -> list[dict]:
 
 
 def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
-               out_dir: str | os.PathLike | None, *, progress: bool = True) -> tuple[dict, bool]:
+               out_dir: str | os.PathLike | None, *, progress: bool = True,
+               mesh: Any = None) -> tuple[dict, bool]:
     """Train the base model or restore it from ``out_dir/base`` (orbax): ``(variables, loaded)``.
+
+    ``mesh`` shards every batch over a device mesh (:func:`subnets.parallel.data_mesh`).
     """
     from subnets import checkpoint
     from subnets.train import fit
@@ -213,7 +216,8 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     if cfg.epochs > 0:
         variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         key=jax.random.fold_in(key, 1), progress=progress, desc="base",
-                        checkpoint_dir=None if ck is None else ck.with_name("base_training"))
+                        checkpoint_dir=None if ck is None else ck.with_name("base_training"),
+                        mesh=mesh)
     if ck is not None:
         checkpoint.save(ck, variables, meta=identity)
     return jax.tree.map(np.asarray, variables), False
@@ -223,7 +227,8 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
          test: tuple[np.ndarray, np.ndarray], *, progress: bool = True,
          levels: Sequence[Mapping[str, int]] | None = None,
          checkpoint_dir: str | os.PathLike | None = None,
-         on_saved: Callable[[str], Any] | None = None) -> tuple[Family, dict]:
+         on_saved: Callable[[str], Any] | None = None,
+         mesh: Any = None) -> tuple[Family, dict]:
     """Score, permute, select, fine-tune and evaluate from trained ``variables``.
 
     ``levels`` fixes the widths (see :func:`build_family`); the scores then only set the order.
@@ -232,7 +237,8 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
     ``checkpoint_dir/finetune``; a rerun of the same settings restores the selection instead of
     scoring again and resumes fine-tuning after its last saved epoch (bit-identical to an
     uninterrupted run). A stage saved with other settings is recomputed and overwritten.
-    ``on_saved`` is told (a sentence) after each of those saves.
+    ``on_saved`` is told (a sentence) after each of those saves. ``mesh`` shards the joint
+    fine-tuning's batches over a device mesh.
     """
     from subnets.nested.finetune import finetune
 
@@ -260,7 +266,7 @@ def nest(cfg: NestConfig, net: Any, variables: Mapping, train: tuple[np.ndarray,
                       batch_size=cfg.batch_size, key=jax.random.fold_in(key, 3),
                       distill=cfg.distill, progress=progress, family=family,
                       checkpoint_dir=None if ck is None else ck / "finetune",
-                      checkpoint_meta={"config": config}, restart=True)
+                      checkpoint_meta={"config": config}, restart=True, mesh=mesh)
     timings["finetune_s"] = time.perf_counter() - t
     levels = level_report(family, *test)
     budgets = sorted(cfg.budgets)
@@ -342,12 +348,14 @@ def plot(metrics: Mapping, path: str | os.PathLike, *, title: str = "") -> None:
 
 
 def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
-        log: Callable[[str], Any] = print, model: Any = None, run: Any = None) -> dict:
+        log: Callable[[str], Any] = print, model: Any = None, run: Any = None,
+        mesh: Any = None) -> dict:
     """The whole pipeline; writes ``metrics.json``, ``family.subnets``, ``accuracy_vs_macs.png``.
 
     ``model`` (any :class:`~subnets.models.Model`) replaces the zoo's ``cfg.model``. ``run``: an
     open :class:`subnets.runs.Run` (the CLI's), told the data fingerprint and what is saved as
-    the pipeline goes.
+    the pipeline goes. ``mesh``: base training and joint fine-tuning shard every batch over
+    this device mesh (:func:`subnets.parallel.data_mesh`); None: one device.
 
     Returns:
         The metrics dict also written to ``out_dir/metrics.json``.
@@ -369,7 +377,7 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     t = time.perf_counter()
     if run is not None:
         run.saved = f"the base training state after each finished epoch ({out / 'base_training'})"
-    variables, loaded = train_base(cfg, net, train, out, progress=progress)
+    variables, loaded = train_base(cfg, net, train, out, progress=progress, mesh=mesh)
     base_s = time.perf_counter() - t
     if run is not None:
         run.mark_saved(f"the base model ({out / 'base'})")
@@ -378,7 +386,8 @@ def run(cfg: NestConfig, out_dir: str | os.PathLike, *, progress: bool = True,
     log(f"base model {'loaded from ' + str(out / 'base') if loaded else 'trained'}")
     family, metrics = nest(cfg, net, variables, train, test, progress=progress, checkpoint_dir=out,
                            on_saved=None if run is None else
-                           (lambda what: run.mark_saved(f"the base model and {what}")))
+                           (lambda what: run.mark_saved(f"the base model and {what}")),
+                           mesh=mesh)
     # The permutation keeps the function, so the full level before fine-tuning IS the base.
     base_acc = metrics["levels"][-1]["accuracy_before_finetune"]
     metrics["timings"]["base_s"] = base_s

@@ -154,12 +154,13 @@ def level_metrics(net: Any, sparse: dict, masks: dict, xt: np.ndarray, yt: np.nd
     return metrics, removed, widths
 
 
-def _train_masked(cfg: PruneConfig, net: Any, variables: dict, masks: dict, x, y, key, desc):
+def _train_masked(cfg: PruneConfig, net: Any, variables: dict, masks: dict, x, y, key, desc,
+                  mesh: Any = None):
     steps = cfg.epochs * max(1, len(x) // cfg.batch_size)
     tx = masked(train.default_optimizer(steps, cfg.lr), masks)
     return train.fit(net, apply_masks(variables, masks), x, y, epochs=cfg.epochs,
                      batch_size=cfg.batch_size, tx=tx, key=key, progress=cfg.progress,
-                     desc=desc)
+                     desc=desc, mesh=mesh)
 
 
 def _save_level(directory: FsPath, lv: dict) -> None:
@@ -179,7 +180,7 @@ def _load_level(directory: FsPath) -> dict:
 
 def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, key: jax.Array,
                   checkpoint_dir: str | FsPath | None = None,
-                  on_saved: Callable[[str], Any] | None = None) -> list[dict]:
+                  on_saved: Callable[[str], Any] | None = None, mesh: Any = None) -> list[dict]:
     """Train the run's sparse models: ``[{"name", "variables", "masks", "extra"}, ...]``.
 
     With ``checkpoint_dir``, every finished level is checkpointed (``checkpoint_dir/level_<i>``)
@@ -187,7 +188,8 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
     own keys; IMP rounds are sequential, so a rerun restores the finished ones and resumes the
     interrupted round from its last epoch (``checkpoint_dir/level_<i>_training``, see
     :func:`~subnets.pruning.imp`). Either way a resumed run is bit-identical. ``on_saved`` is
-    told (a sentence) after every level checkpoint.
+    told (a sentence) after every level checkpoint. ``mesh`` shards every training batch over a
+    device mesh (:func:`subnets.parallel.data_mesh`).
     """
     def saved(name: str) -> None:
         if on_saved is not None and checkpoint_dir is not None:
@@ -200,7 +202,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
         fn = make_train_fn(net, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                            optimizer=train.default_optimizer(
                                cfg.epochs * max(1, len(x) // cfg.batch_size), cfg.lr),
-                           rewind_step=cfg.rewind_step, progress=cfg.progress)
+                           rewind_step=cfg.rewind_step, progress=cfg.progress, mesh=mesh)
         for lv in imp(net, v0, train_fn=fn, levels=cfg.levels, fraction=cfg.fraction,
                       rewind_step=cfg.rewind_step, key=k_run, checkpoint_dir=checkpoint_dir,
                       on_round=lambda lv: saved(f"IMP round {lv.level} of {cfg.levels}")):
@@ -229,7 +231,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
                 "reconvene_layers": r.report["layers"]}
         extra["prune_seconds"] = time.perf_counter() - t0
         trained = _train_masked(cfg, net, start, masks, x, y, k_train,
-                                f"{cfg.method} d={d:g}")
+                                f"{cfg.method} d={d:g}", mesh=mesh)
         out.append({"name": f"level_{i + 1}", "variables": trained, "masks": masks,
                     "extra": {"target_density": d, **extra}})
         if ck is not None:
@@ -239,7 +241,7 @@ def sparse_levels(cfg: PruneConfig, net: Any, x: np.ndarray, y: np.ndarray, *, k
 
 
 def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None,
-                run: Any = None) -> dict:
+                run: Any = None, mesh: Any = None) -> dict:
     """Run ``cfg``, write metrics, removed models and a portfolio to ``out``; return metrics.
 
     Args:
@@ -248,6 +250,8 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None,
         model: the :class:`~subnets.models.Model` to prune (default: the zoo's ``cfg.model``
             sized for the data). Saved levels store its graph, so they load without it.
         run: an open :class:`subnets.runs.Run` (the CLI's), told what is saved as the run goes.
+        mesh: shard every training batch over this device mesh
+            (:func:`subnets.parallel.data_mesh`); None: one device.
 
     Example: see the module docstring.
     """
@@ -267,7 +271,7 @@ def run_pruning(cfg: PruneConfig, out: str | FsPath, *, model: Any = None,
         run.saved = f"every finished level{during} ({out / 'checkpoints'})"
     levels = sparse_levels(cfg, net, x, y, key=jax.random.key(cfg.seed),
                            checkpoint_dir=out / "checkpoints",
-                           on_saved=None if run is None else run.mark_saved)
+                           on_saved=None if run is None else run.mark_saved, mesh=mesh)
     train_s = time.perf_counter() - t0
     portfolio = Portfolio(model=net)
     graph = net.graph.to_dict()

@@ -13,8 +13,9 @@ in steps of 1/16), the Discrete baseline's fixed alphas are used as given. One p
 point is compiled on first use and cached (``traces`` counts them), each computing one level's
 loss and adding its gradient to an accumulator; two more programs zero the accumulator and
 apply the optimiser. The step therefore costs the MACs of the widths it samples, and
-compilations stay bounded whatever the run's length: ``grid + 2`` programs, each traced at
-most twice (again when the first update changes a leaf's weak type).
+compilations stay bounded whatever the run's length: ``grid + 2`` programs, each traced once
+(an alpha is looked up by its grid point, so the float32 alphas a step reports, passed back to
+:meth:`SlicedTrainStep.flops`, find the same program).
 
 Only structured compression slices; a subspace of another kind is handed to the masked step.
 
@@ -29,7 +30,7 @@ Example:
     >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
     >>> state, m = step(subspace.init_state(s, tx), x, (x[:, 0] > 0).astype("int32"),
     ...                 jax.random.key(1))
-    >>> m["losses"].shape, step.traces <= 2 * (13 + 2)
+    >>> m["losses"].shape, step.traces <= 13 + 2
     ((4,), True)
 
 References:
@@ -152,7 +153,16 @@ class SlicedTrainStep:
         """Programs traced so far (the masked fallback's included)."""
         return self._traces + (self._masked.traces if self._masked is not None else 0)
 
+    def _canonical(self, alpha: float) -> float:
+        """The cache key of an alpha: its grid point (drawn alphas) or its float32 value
+        (the Discrete baseline's fixed ones), so float32 and float64 spellings of one level
+        share a program."""
+        if self.config.sampling == "discrete":
+            return float(np.float32(alpha))
+        return float(snap(alpha, self.config))
+
     def _level(self, alpha: float, sub: Subspace) -> Callable:
+        alpha = self._canonical(alpha)
         fn = self._levels.get(alpha)
         if fn is None:
             net = self.net

@@ -50,7 +50,8 @@ class PreResNet(nn.Module):
     def __call__(self, x, train: bool = False):
         w = dict(self.widths)
         cfg = self.cfg
-        h = nn.Conv(w["stem"], (3, 3), padding="SAME", use_bias=False, name="stem")(x)
+        h = nn.Conv(w["stem"], (3, 3), padding="SAME", use_bias=False, name="stem",
+                    conv_general_dilated=ops.conv)(x)
         stream = "stem"
         for s in range(len(cfg.planes)):
             for b in range(cfg.blocks):
@@ -61,7 +62,7 @@ class PreResNet(nn.Module):
                             conv_general_dilated=ops.conv)(a)
                 a = nn.relu(norm_layer(self.norm, f"{n}_norm2", w[f"{n}a"], train)(a))
                 a = nn.Conv(w[f"{n}b"], (3, 3), stride, padding="SAME", use_bias=False,
-                            name=f"{n}_conv2")(a)
+                            name=f"{n}_conv2", conv_general_dilated=ops.conv)(a)
                 a = nn.relu(norm_layer(self.norm, f"{n}_norm3", w[f"{n}b"], train)(a))
                 a = nn.Conv(w[f"s{s}"], (1, 1), use_bias=False, name=f"{n}_conv3",
                             conv_general_dilated=ops.conv)(a)

@@ -25,3 +25,17 @@ def latency_ms(net, variables, batch: int, repeats: int) -> float:
         fn(v, x).block_until_ready()
         times.append(time.perf_counter() - t)
     return 1e3 * float(np.median(times))
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 numpy matmul rate (FLOP/s) over ``repeats`` calls: the machine's peak that
+    the speed benchmarks divide by, measured in the same run as what they time."""
+    a = np.random.default_rng(0).random((n, n), np.float32)
+    b = np.random.default_rng(1).random((n, n), np.float32)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best

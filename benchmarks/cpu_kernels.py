@@ -33,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._timing import sgemm_peak  # noqa: E402
+
 # name -> (extra XLA_FLAGS, ops.FORMS overrides, extra environment)
 CONFIGS: dict[str, tuple[str, dict, dict]] = {
     "base": ("", {}, {}),
@@ -51,19 +53,6 @@ CONFIGS: dict[str, tuple[str, dict, dict]] = {
     "concurrency_sched": ("--xla_cpu_enable_concurrency_optimized_scheduler=true", {}, {}),
     "vector_256": ("--xla_cpu_prefer_vector_width=256", {}, {}),
 }
-
-
-def sgemm_peak(n: int = 1024, repeats: int = 5) -> float:
-    """Best float32 numpy matmul rate (FLOP/s)."""
-    a = np.random.default_rng(0).random((n, n), np.float32)
-    b = np.random.default_rng(1).random((n, n), np.float32)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
 
 
 def worker(a) -> None:

@@ -45,22 +45,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import subnets  # noqa: E402
+from benchmarks._timing import sgemm_peak  # noqa: E402
 from subnets import subspace  # noqa: E402
 from subnets._plot import side_plot  # noqa: E402
 from subnets.nested.finetune import make_joint_step  # noqa: E402
-
-
-def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 numpy matmul rate (FLOP/s) over ``repeats`` calls."""
-    a = np.random.default_rng(0).random((n, n), np.float32)
-    b = np.random.default_rng(1).random((n, n), np.float32)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
 
 
 def _flops(fn, *args) -> float:

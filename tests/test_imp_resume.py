@@ -10,6 +10,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from _interrupt import Stop, stop_after
 
 import subnets
 from subnets import checkpoint, io, runs
@@ -18,24 +19,6 @@ from subnets.pruning import imp, make_train_fn
 NET = subnets.zoo.create("dnn-s", num_classes=2, input_shape=(8,))
 X = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
 Y = (X[:, 0] > 0).astype(np.int32)
-
-
-class Stop(Exception):
-    """Stands for a kill: raised right after the n-th epoch checkpoint committed."""
-
-
-def _stop_after(monkeypatch, n):
-    real = checkpoint.save_state
-    count = {"n": 0}
-
-    def save_state(*a, **k):
-        real(*a, **k)
-        count["n"] += 1
-        if count["n"] == n:
-            raise Stop
-
-    monkeypatch.setattr(checkpoint, "save_state", save_state)
-    return count
 
 
 def _run(ck=None, **kw):
@@ -68,7 +51,7 @@ def ref():
 @pytest.mark.parametrize("stop_at", [2, 4, 9])
 def test_an_interrupted_imp_resumes_to_the_same_levels(tmp_path, monkeypatch, ref, stop_at):
     ck = tmp_path / "ck"
-    count = _stop_after(monkeypatch, stop_at)
+    count = stop_after(monkeypatch, stop_at)
     with pytest.raises(Stop):
         _run(ck)
     rounds = (stop_at - 1) // 3

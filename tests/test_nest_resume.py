@@ -10,6 +10,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from _interrupt import Stop, stop_after
 
 import subnets
 from subnets import checkpoint, io, runs
@@ -17,24 +18,6 @@ from subnets.nested import pipeline
 from subnets.nested.finetune import finetune
 
 LEVELS = [{"h0": 8, "h1": 4, "h2": 8}, {"h0": 16, "h1": 16, "h2": 16}, {}]
-
-
-class Stop(Exception):
-    """Stands for a kill right after the n-th epoch checkpoint committed."""
-
-
-def _stop_after(monkeypatch, n, exc=Stop):
-    real = checkpoint.save_state
-    count = {"n": 0}
-
-    def save_state(*a, **k):
-        real(*a, **k)
-        count["n"] += 1
-        if count["n"] == n:
-            raise exc
-
-    monkeypatch.setattr(checkpoint, "save_state", save_state)
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +47,7 @@ def test_interrupted_finetuning_resumes_bit_identically(setup, ref, tmp_path, mo
                                                         stop_at):
     net, v, x, y = setup
     ck = tmp_path / "ft"
-    count = _stop_after(monkeypatch, stop_at)
+    count = stop_after(monkeypatch, stop_at)
     with pytest.raises(Stop):
         finetune(net, v, LEVELS, x, y, checkpoint_dir=ck, **KW)
     assert checkpoint.restore(ck)[1]["epoch"] == stop_at
@@ -117,7 +100,7 @@ def test_nest_interrupted_in_finetuning_resumes_without_scoring_again(tmp_path, 
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert main([*NEST, "--out", str(ref)]) == 0
     # save_state calls: 1 = base epoch 1, 2 = fine-tuning epoch 1 -> Ctrl-C right after it.
-    _stop_after(monkeypatch, 2, KeyboardInterrupt)
+    stop_after(monkeypatch, 2, KeyboardInterrupt)
     assert main([*NEST, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "interrupted; saved in" in err and "selection" in err and "finetune" in err
@@ -128,7 +111,7 @@ def test_nest_interrupted_in_finetuning_resumes_without_scoring_again(tmp_path, 
     def no_scoring(*a, **k):
         raise AssertionError("scored again")
 
-    count = _stop_after(monkeypatch, 0)
+    count = stop_after(monkeypatch, 0)
     monkeypatch.setattr(pipeline, "score_channels", no_scoring)
     assert main([*NEST, "--out", str(out)]) == 0
     assert count["n"] == 1  # only fine-tuning epoch 2 ran

@@ -15,6 +15,7 @@ import hypothesis.extra.numpy as hnp
 import ml_dtypes
 import numpy as np
 import pytest
+from _trees import SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,15 +78,6 @@ def entry(path, dtype="float32", shape=(2,), offset=0):
     return {"path": list(path), "dtype": dtype, "shape": list(shape), "offset": offset}
 
 
-SMALL = {
-    "params": {
-        "conv0": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "bias": np.zeros(4)},
-        "flag": np.array([True, False, True]),
-    },
-    "batch_stats": {},
-    "step": np.int32(7),
-    "half": np.ones(3, ml_dtypes.bfloat16),
-}
 
 V1 = "subnets-v1"
 both_formats = pytest.mark.parametrize("fmt", io.FORMATS)

@@ -9,25 +9,14 @@ import tracemalloc
 import zlib
 
 import hypothesis.extra.numpy as hnp
-import ml_dtypes
 import numpy as np
 import pytest
+from _trees import SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from subnets import io
 from subnets.io import FormatError
-
-SMALL = {
-    "params": {
-        "conv0": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "bias": np.zeros(4)},
-        "flag": np.array([True, False, True]),
-    },
-    "batch_stats": {},
-    "step": np.int32(7),
-    "half": np.ones(3, ml_dtypes.bfloat16),
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # A forger written from the _safetensors module docstring, not from its code.

@@ -213,35 +213,16 @@ class _Context:
         c = self.cfg
         return NestConfig(model=c.model, data=c.data, budgets=c.budgets, epochs=c.epochs,
                           finetune_epochs=c.finetune_epochs, batch_size=c.batch_size,
-                          score_batches=4 if c.quick else 20, seed=c.seed, limit=c.limit)
+                          score_batches=4 if c.quick else 20, seed=c.seed, limit=c.limit,
+                          lr=c.lr)
 
     def variables(self):
         """The base model: trained once (Adam at ``cfg.lr``), then restored from ``base/``."""
-        import jax
+        from subnets.nested.pipeline import train_base
 
-        from subnets import checkpoint, train
-
-        c, ck = self.cfg, self.out / "base"
-        identity = {"model": c.model, "data": c.data, "epochs": c.epochs, "lr": c.lr,
-                    "batch_size": c.batch_size, "seed": c.seed, "limit": c.limit}
-        if checkpoint.exists(ck):
-            tree, meta = checkpoint.restore(ck)
-            diff = [f"{k} ({meta.get(k, '<unset>')!r} there, {v!r} now)"
-                    for k, v in identity.items() if meta.get(k, "<unset>") != v]
-            if diff:
-                raise ValueError(f"checkpoint {ck} was trained with other settings: "
-                                 f"{', '.join(diff)}; use another --out or --force")
-            self.net.graph.validate(tree)
-            return tree
-        (x, y), key = self.data[0], jax.random.key(c.seed)
-        steps = c.epochs * max(1, len(x) // min(c.batch_size, len(x)))
-        v = train.fit(self.net, self.net.init(jax.random.fold_in(key, 0)), x, y,
-                      epochs=c.epochs, batch_size=c.batch_size,
-                      tx=train.default_optimizer(steps, c.lr), key=jax.random.fold_in(key, 1),
-                      progress=self.progress, desc="base",
-                      checkpoint_dir=self.out / "base_training", mesh=self.mesh)
-        checkpoint.save(ck, v, meta=identity)
-        return jax.tree.map(np.asarray, v)
+        v, _ = train_base(self.nest_config(), self.net, self.data[0], self.out,
+                          progress=self.progress, mesh=self.mesh)
+        return v
 
     def family(self):
         from subnets.runtime.family import Family

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from subnets.io import atomic_write
@@ -89,3 +90,20 @@ def write_c_array(model: bytes, out_dir: str | os.PathLike, name: str, *,
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically: a reader sees the old file or the new."""
     atomic_write(path, text.encode("utf-8"))
+
+
+def write_sources(out_dir: str | os.PathLike, name: str, header: str, source: str,
+                  runtime: Sequence[str | os.PathLike]) -> tuple[Path, list[str]]:
+    """Write ``name.h``/``name.c`` and copy the ``runtime`` files into ``out_dir``, each atomically.
+
+    Returns the folder and the sorted file list a C artifact's manifest records (including
+    ``manifest.json``, which the caller writes last so it only names complete files).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{name}.h", header)
+    atomic_write_text(out / f"{name}.c", source)
+    for f in map(Path, runtime):
+        atomic_write(out / f.name, f.read_bytes())
+    return out, sorted([f"{name}.h", f"{name}.c", *(Path(f).name for f in runtime),
+                        "manifest.json"])

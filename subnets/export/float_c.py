@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,7 @@ import numpy as np
 from subnets.export import int8 as q8
 from subnets.export import int8_c
 from subnets.export.carray import atomic_write_text as _atomic_write
+from subnets.export.carray import write_sources
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
 from subnets.graph import get_path
@@ -178,17 +177,13 @@ def write(family: Any, out_dir: str | os.PathLike, name: str) -> dict:
         "/* The largest level whose MACs fit max_macs, or -1 if none does. */",
         f"int {name}_select(unsigned long max_macs);", "",
         "#ifdef __cplusplus", "}", "#endif", "", f"#endif  /* SUBNETS_{up}_H_ */", ""])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / f"{name}.h", header)
-    _atomic_write(out / f"{name}.c", source)
-    for f in RUNTIME_FILES:
-        shutil.copyfile(mcu_dir() / f, out / f)
+    out, files = write_sources(out_dir, name, header, source,
+                               [mcu_dir() / f for f in RUNTIME_FILES])
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "name": name,
         "input_shape": [int(v) for v in graph.input_shape], "input_size": in_n,
         "output_size": int(out_n),
-        "files": sorted([f"{name}.h", f"{name}.c", *RUNTIME_FILES, "manifest.json"]),
+        "files": files,
         "weight_bytes": int(weight_bytes), "affine_bytes": int(affine_bytes),
         "separate_bytes": int(separate), "arena_bytes": int(4 * arena), "groups": groups,
         "layers": [{"name": s.name, "kind": "affine" if s.affine else s.kind,

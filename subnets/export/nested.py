@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from subnets.export import float_c, int8_c
 from subnets.export import int8 as q8
-from subnets.export.carray import _IDENT
+from subnets.export.carray import _IDENT, write_sources
 from subnets.export.carray import atomic_write_text as _atomic_write
 from subnets.export.errors import ExportError
 from subnets.export.kernels_dir import mcu_dir
@@ -107,16 +105,12 @@ def nested_c(family: Any, out_dir: str | os.PathLike, *, representative: Any = N
                      "instructions": int(instructions[len(rows)]) if instructions is not None
                      else None})
     header, source, sizes = int8_c.source(name, steps, qz["widths"], groups, full, rows)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / f"{name}.h", header)
-    _atomic_write(out / f"{name}.c", source)
-    for f in RUNTIME_FILES:
-        shutil.copyfile(mcu_dir() / f, out / f)
+    out, files = write_sources(out_dir, name, header, source,
+                               [mcu_dir() / f for f in RUNTIME_FILES])
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION, "name": name,
         "input_shape": [int(s) for s in graph.input_shape],
-        "files": sorted([f"{name}.h", f"{name}.c", *RUNTIME_FILES, "manifest.json"]),
+        "files": files,
         **sizes,
         # TFLite's quantisation fields (real = scale * (q - zero_point))
         "input": dict(scale=steps[0].q["in"][0], zero_point=steps[0].q["in"][1]),

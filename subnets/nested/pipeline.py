@@ -63,6 +63,8 @@ class NestConfig:
     seed: int = 0
     limit: int | None = None
     data_dir: str | None = None
+    lr: float | None = None
+    """Peak learning rate of the base training (Adam, cosine); None: ``train.fit``'s default."""
 
 
 def load_data(cfg: NestConfig) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray,
@@ -198,10 +200,12 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     ``mesh`` shards every batch over a device mesh (:func:`subnets.parallel.data_mesh`).
     """
     from subnets import checkpoint
-    from subnets.train import fit
+    from subnets.train import default_optimizer, fit
 
     ck = Path(out_dir) / "base" if out_dir is not None else None
     identity = {k: getattr(cfg, k) for k in BASE_KEYS}
+    if cfg.lr is not None:  # recorded only when set, so earlier base checkpoints still match
+        identity["lr"] = cfg.lr
     if ck is not None and checkpoint.exists(ck):
         tree, meta = checkpoint.restore(ck)
         diff = [f"{k} ({meta.get(k, '<unset>')!r} in the checkpoint, {v!r} now)"
@@ -214,8 +218,11 @@ def train_base(cfg: NestConfig, net: Any, train: tuple[np.ndarray, np.ndarray],
     key = jax.random.key(cfg.seed)
     variables = net.init(jax.random.fold_in(key, 0))
     if cfg.epochs > 0:
+        x = train[0]
+        tx = (None if cfg.lr is None else default_optimizer(
+            cfg.epochs * max(1, len(x) // min(cfg.batch_size, len(x))), cfg.lr))
         variables = fit(net, variables, *train, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                        key=jax.random.fold_in(key, 1), progress=progress, desc="base",
+                        tx=tx, key=jax.random.fold_in(key, 1), progress=progress, desc="base",
                         checkpoint_dir=None if ck is None else ck.with_name("base_training"),
                         mesh=mesh)
     if ck is not None:

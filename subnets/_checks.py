@@ -87,12 +87,13 @@ def level_index(level: Any, n: int) -> int:
     return i % n
 
 
-def labels(y: Any, num_classes: int) -> None:
-    """Raise ValueError unless ``y`` holds integers in ``[0, num_classes)``."""
+def labels(y: Any, num_classes: int | None) -> None:
+    """Raise TypeError unless ``y`` holds integers, ValueError unless they lie in
+    ``[0, num_classes)`` (``num_classes`` None: the type check only)."""
     arr = np.asarray(y)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+    if num_classes is not None and arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         bad = arr[(arr < 0) | (arr >= num_classes)]
         raise ValueError(f"labels must lie in [0, {num_classes}); found {bad.size} outside "
                          f"(e.g. {int(bad[0])})")

@@ -47,6 +47,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from subnets import _checks
 from subnets.data.batches import batches as _batches
 
 __all__ = ["DataSource", "as_source"]
@@ -245,12 +246,10 @@ def _pair(raw: Any, who: str, epoch: int, i: int, input_shape: tuple[int, ...] |
     if yb.shape != (len(xb),):
         raise ValueError(f"{where}: y has shape {yb.shape}, expected ({len(xb)},): one integer "
                          "label per example")
-    if yb.dtype.kind not in "iu":
-        raise TypeError(f"{where}: labels must be integers, got dtype {yb.dtype}")
-    if num_classes is not None and (yb.min() < 0 or yb.max() >= num_classes):
-        bad = yb[(yb < 0) | (yb >= num_classes)]
-        raise ValueError(f"{where}: labels must lie in [0, {num_classes}); found {bad.size} "
-                         f"outside (e.g. {int(bad[0])})")
+    try:
+        _checks.labels(yb, num_classes)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
     return xb, yb
 
 

@@ -266,6 +266,14 @@ def exists(directory: str | os.PathLike) -> bool:
     return _select(Path(directory).absolute(), warn=False) is not None
 
 
+def read_meta(directory: str | os.PathLike) -> dict | None:
+    """The ``meta`` of the newest version whose hashes verify (the one :func:`restore` loads;
+    its arrays are not read), or None if ``directory`` holds no usable checkpoint: to decide whether a checkpoint
+    belongs to this run before restoring it."""
+    found = _select(Path(directory).absolute(), warn=False)
+    return None if found is None else found[1]["meta"]
+
+
 def save(directory: str | os.PathLike, tree: Any, *, meta: dict | None = None,
          overwrite: bool = True, allow_nonfinite: bool = False) -> None:
     """Save a pytree of arrays and JSON-serialisable ``meta`` as a new version of ``directory``.

@@ -311,9 +311,9 @@ def _identity(levels, epochs, batch_size, distill, weights, examples, extra) -> 
 def _resume(directory, state: JointState, epochs: int, identity: dict, restart: bool,
             mesh: Any) -> tuple[JointState, int]:
     """``(state, epochs done)`` from the checkpoint in ``directory`` if it is of this run."""
-    if directory is None or not checkpoint.exists(directory):
+    meta = None if directory is None else checkpoint.read_meta(directory)
+    if meta is None:
         return state, 0
-    _, meta = checkpoint.restore(directory)
     old = meta.get("run") or {}
     diff = [f"{k} ({old.get(k, '<unset>')!r} there, {v!r} now)" for k, v in identity.items()
             if old.get(k, "<unset>") != v]

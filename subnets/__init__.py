@@ -16,6 +16,7 @@ References:
     Reconvene (Eccles et al. 2024).
 """
 
+from subnets import cpu  # isort: skip  (host-memory policy first, before JAX starts threads)
 from subnets import cost, graph, transforms  # isort: skip  (foundation first)
 from subnets import models, zoo  # isort: skip  (models before the algorithms)
 from subnets import (
@@ -71,6 +72,7 @@ __all__ = [
     "Layer",
     "Member",
     "cost",
+    "cpu",
     "fake_quant",
     "graph",
     "interpolate",

@@ -268,8 +268,8 @@ def exists(directory: str | os.PathLike) -> bool:
 
 def read_meta(directory: str | os.PathLike) -> dict | None:
     """The ``meta`` of the newest version whose hashes verify (the one :func:`restore` loads;
-    its arrays are not read), or None if ``directory`` holds no usable checkpoint: to decide whether a checkpoint
-    belongs to this run before restoring it."""
+    its arrays are not read), or None if ``directory`` holds no usable checkpoint: to decide
+    whether a checkpoint belongs to this run before restoring it."""
     found = _select(Path(directory).absolute(), warn=False)
     return None if found is None else found[1]["meta"]
 

@@ -3,9 +3,12 @@
 Side by side in ONE run (the machine may be shared: ratios measured together are what to
 read), for one model:
 
-- the structured LCS step with the sandwich's n = 4 levels {0.25, 1, U, U}: today's masked
-  steps (``step="masked"``, ``levels="vmap"`` and ``"unroll"``) and the sliced step
+- the structured LCS step with the sandwich's n = 4 levels {0.25, 1, U, U}: the masked steps
+  (``step="masked"``, ``levels="vmap"`` and ``"unroll"``), the vmapped masked step as issue 12
+  measured it (plain ``lax`` convolutions, glibc's allocation defaults), the sliced step
   (``step="sliced"``) and which one ``step="auto"`` picks;
+- full-width inference and training with freed host memory kept mapped (``subnets.cpu``, the
+  default) vs glibc's defaults, alternating in this process (``host_memory``);
 - the REDS joint fine-tuning step over four nested levels (sliced by construction);
 - plain full-width training and full-width inference at the batch size;
 - 1 vs 4 simulated CPU devices (a subprocess with
@@ -46,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import subnets  # noqa: E402
 from benchmarks._timing import sgemm_peak  # noqa: E402
-from subnets import subspace  # noqa: E402
+from subnets import cpu, subspace  # noqa: E402
 from subnets._plot import side_plot  # noqa: E402
 from subnets.nested.finetune import make_joint_step  # noqa: E402
 
@@ -74,16 +77,43 @@ def _row(batch, per_step, executed, useful, peak, first):
             "compile_s": round(max(first - per_step, 0.0), 2)}
 
 
-def lcs_rows(net, x, y, steps, peak, out):
+def _as_filed():
+    """What the program ran with when issue 12 was filed: plain ``lax`` convolutions
+    (``ops.FORMS`` off) and glibc's allocation defaults (``subnets.cpu`` off)."""
+    from subnets import ops
+
+    class Filed:
+        def __enter__(self):
+            self.forms = dict(ops.FORMS)
+            ops.FORMS.update({k: False for k in ops.FORMS})
+            cpu.keep_freed_memory(False)
+
+        def __exit__(self, *exc):
+            ops.FORMS.update(self.forms)
+            cpu.keep_freed_memory(True)
+
+    return Filed()
+
+
+def lcs_rows(net, x, y, steps, peak, out, grid=None):
     """The LCS variants compiled first, then timed in interleaved rounds (one step of each
-    per round, the best round kept), so a change of machine load hits every variant alike."""
+    per round, the best round kept), so a change of machine load hits every variant alike.
+
+    ``lcs_masked_vmap_filed`` is the default step as the issue measured it: the vmapped masked
+    step traced with plain ``lax`` convolutions and run under glibc's allocation defaults. A
+    change of allocation policy empties the heap, so every switch is followed by one untimed
+    step (the largest program) before anything is timed.
+    """
     s = subspace.init_point(net, key=jax.random.key(0))
     tx = subspace.default_optimizer(100, lr=0.05)
     macs = lambda a: subnets.cost.macs(net, subspace.channel_counts(net.graph, 0.25 + 0.75 * a))
     base = subspace.LCSConfig(4, "sandwich")
+    if grid is not None:  # --quick: fewer grid points, fewer programs to compile
+        base = dataclasses.replace(base, grid=grid)
     keys = [jax.random.key(i) for i in range(steps + 1)]
     variants = {}
-    for name, cfg in (("lcs_masked_vmap", dataclasses.replace(base, step="masked")),
+    for name, cfg in (("lcs_masked_vmap_filed", dataclasses.replace(base, step="masked")),
+                      ("lcs_masked_vmap", dataclasses.replace(base, step="masked")),
                       ("lcs_masked_unroll", dataclasses.replace(base, step="masked",
                                                                 levels="unroll")),
                       ("lcs_sliced", dataclasses.replace(base, step="sliced"))):
@@ -92,17 +122,33 @@ def lcs_rows(net, x, y, steps, peak, out):
         t = time.perf_counter()
         if name == "lcs_sliced":  # every grid point's program, compiled up front
             step.precompile(state0, x, y)
-        state, _ = step(state0, x, y, keys[-1])
+        if name.endswith("_filed"):
+            with _as_filed():
+                state, _ = step(state0, x, y, keys[-1])
+                jax.block_until_ready(state)
+        else:
+            state, _ = step(state0, x, y, keys[-1])
         jax.block_until_ready(state)
         variants[name] = {"step": step, "state0": state0, "state": state, "alphas": [],
                           "times": [], "compile": time.perf_counter() - t}
+
+    def timed(v, i):
+        t = time.perf_counter()
+        v["state"], m = v["step"](v["state"], x, y, keys[i])
+        jax.block_until_ready(v["state"])
+        v["times"].append(time.perf_counter() - t)
+        v["alphas"].append(np.asarray(m["alphas"]))
+
+    warm = variants["lcs_masked_vmap"]
     for i in range(steps):
-        for v in variants.values():
-            t = time.perf_counter()
-            v["state"], m = v["step"](v["state"], x, y, keys[i])
-            jax.block_until_ready(v["state"])
-            v["times"].append(time.perf_counter() - t)
-            v["alphas"].append(np.asarray(m["alphas"]))
+        for name, v in variants.items():
+            if name.endswith("_filed"):
+                with _as_filed():
+                    jax.block_until_ready(v["step"](v["state"], x, y, keys[i]))  # untimed
+                    timed(v, i)
+                jax.block_until_ready(warm["step"](warm["state"], x, y, keys[i]))  # untimed
+            else:
+                timed(v, i)
     rows = {}
     for name, v in variants.items():
         per, step = min(v["times"]), v["step"]
@@ -110,6 +156,9 @@ def lcs_rows(net, x, y, steps, peak, out):
         useful = float(np.mean([sum(6 * macs(a) * len(x) for a in al) for al in alphas]))
         if name == "lcs_sliced":
             executed = float(np.mean([step.flops(v["state0"], al, x, y) for al in alphas]))
+        elif name.endswith("_filed"):
+            with _as_filed():
+                executed = _flops(step._step, v["state0"], x, y, keys[0])
         else:
             executed = _flops(step._step, v["state0"], x, y, keys[0])
         rows[name] = {**_row(len(x), per, executed, useful, peak, v["compile"]),
@@ -117,12 +166,54 @@ def lcs_rows(net, x, y, steps, peak, out):
     out["lcs"] = rows
     out["lcs_auto_step"] = subspace.sliced.choose_step(net, base, "structured")
     auto = rows["lcs_sliced" if out["lcs_auto_step"] == "sliced" else "lcs_masked_vmap"]
+    eps = auto["examples_per_s"]
     out["headline"] = {
-        "default_structured_lcs_examples_per_s": auto["examples_per_s"],
+        "default_structured_lcs_examples_per_s": eps,
+        "filed_default_vmapped_examples_per_s": rows["lcs_masked_vmap_filed"]["examples_per_s"],
+        "speedup_vs_filed_default": round(eps / rows["lcs_masked_vmap_filed"]["examples_per_s"],
+                                          3),
         "old_default_vmapped_examples_per_s": rows["lcs_masked_vmap"]["examples_per_s"],
-        "speedup_vs_old_default": round(auto["examples_per_s"]
-                                        / rows["lcs_masked_vmap"]["examples_per_s"], 3),
+        "speedup_vs_old_default": round(eps / rows["lcs_masked_vmap"]["examples_per_s"], 3),
         "sliced_executed_over_useful": rows["lcs_sliced"]["executed_over_useful"]}
+
+
+def host_memory_rows(net, x, y, steps, peak, out):
+    """Full-width inference and training step with freed memory kept mapped
+    (``subnets.cpu``, the library default) vs glibc's defaults, the same compiled programs,
+    alternating in one process; minor page faults per call counted alongside."""
+    import resource
+
+    v = jax.device_put(net.init(jax.random.key(0)))
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    infer = jax.jit(lambda v, xb: net.apply(v, xb)).lower(v, xd).compile()
+    tx = subnets.train.default_optimizer(100)
+    step = subnets.train.make_train_step(net, tx)
+    state = subnets.train.init_state(v, tx)
+    runs = {"infer": lambda: infer(v, xd), "train": lambda: step(state, xd, yd)[1]}
+    times = {(k, p): [] for k in runs for p in ("kept", "glibc")}
+    faults = dict.fromkeys(times, 0)
+    for _ in range(max(3, steps)):
+        for policy in ("kept", "glibc"):
+            cpu.keep_freed_memory(policy == "kept")
+            for fn in runs.values():
+                jax.block_until_ready(fn())  # untimed: the heap refills after a switch
+            for k, fn in runs.items():
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                t = time.perf_counter()
+                jax.block_until_ready(fn())
+                times[k, policy].append(time.perf_counter() - t)
+                faults[k, policy] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    cpu.keep_freed_memory(True)
+    flops = {"infer": infer.cost_analysis()["flops"],
+             "train": _flops(step, state, xd, yd)}
+    rows = {}
+    for (k, policy), ts in times.items():
+        rows[f"{k}_{policy}"] = {"s": round(min(ts), 4),
+                                 "peak_fraction": round(flops[k] / min(ts) / peak, 4),
+                                 "minor_faults_per_call": faults[k, policy]}
+    for k in runs:
+        rows[f"{k}_speedup"] = round(min(times[k, "glibc"]) / min(times[k, "kept"]), 3)
+    out["host_memory"] = rows
 
 
 def reds_row(net, x, y, steps, peak, out):
@@ -272,7 +363,7 @@ def _plot(out, path):
     from subnets._plot import panels
 
     names = list(out["lcs"]) + ["reds_joint", "train_full", "inference_full"]
-    rows = [out["lcs"][n] for n in out["lcs"]] + [out[n] for n in names[3:]]
+    rows = [out["lcs"][n] for n in out["lcs"]] + [out[n] for n in names[len(out["lcs"]):]]
     xs = np.arange(len(names))
     with panels(path, 1, 2, title=f"{out['model']} {out['input_shape']} batch "
                 f"{out['batch_size']} (one run, side by side)", figsize=(11, 4)) as axes:
@@ -328,9 +419,10 @@ def main(argv=None) -> dict:
     out["sgemm_peak_gflops"] = round(peak / 1e9, 1)
     if not a.lcs_only:
         full_width_rows(net, x, y, steps, peak, out)
+        host_memory_rows(net, x, y, steps, peak, out)
         ops_rows(net, x, y, steps, out)
         graph_forms_rows(steps, out)
-    lcs_rows(net, x, y, steps, peak, out)
+    lcs_rows(net, x, y, steps, peak, out, grid=4 if a.quick else None)
     if not a.lcs_only:
         reds_row(net, x, y, steps, peak, out)
     # On a shared machine the peak moves during the run: every fraction is taken against the

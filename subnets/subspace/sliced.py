@@ -243,8 +243,7 @@ def choose_step(net: Any, config: LCSConfig, compression: str, *, backend: str |
 
     ``"auto"`` takes the measured rule: on the CPU the sliced step was the faster in every
     run of ``benchmarks/train_speed.py`` (cPreResNet20, the sandwich's four levels: half the
-    executed FLOPs; 1.1x to 5.6x the vmapped masked step's examples/s on a shared machine,
-    see ``docs/results.md``); elsewhere, where it has not been measured, ``probe()`` decides
+    executed FLOPs; figures in ``docs/results.md``); elsewhere, where it has not been measured, ``probe()`` decides
     when given (a timed step of each), else the sliced step (fewer FLOPs). Non-structured
     compressions always use the masked step. The answer is cached per (net, compression,
     backend) and is what :func:`subnets.subspace.fit` records.

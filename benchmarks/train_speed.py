@@ -7,6 +7,8 @@ read), for one model:
   (``step="masked"``, ``levels="vmap"`` and ``"unroll"``), the vmapped masked step as issue 12
   measured it (plain ``lax`` convolutions, glibc's allocation defaults), the sliced step
   (``step="sliced"``) and which one ``step="auto"`` picks;
+- inference at width 0.25 vs full width, at the batch size and at batch 1
+  (``inference_narrow``: the time fraction next to the MAC fraction);
 - full-width inference and training with freed host memory kept mapped (``subnets.cpu``, the
   default) vs glibc's defaults, alternating in this process (``host_memory``);
 - the REDS joint fine-tuning step over four nested levels (sliced by construction);
@@ -255,6 +257,36 @@ def full_width_rows(net, x, y, steps, peak, out):
                              6 * macs * len(x), peak, first)
 
 
+def narrow_rows(net, x, steps, out, width=0.25):
+    """Inference at ``width`` (every free group cut to that fraction, physically sliced
+    arrays) vs full width, at the batch size and at batch 1, alternating: the time fraction
+    against the MAC fraction."""
+    from subnets.transforms import slice_widths
+
+    v = jax.device_put(net.init(jax.random.key(0)))
+    counts = subspace.channel_counts(net.graph, width)
+    small = jax.device_put(slice_widths(net.graph, v, counts))
+    apply = jax.jit(lambda v, xb: net.apply(v, xb))
+    row = {"width": width, "macs_fraction": round(subnets.cost.macs(net, counts)
+                                                  / subnets.cost.macs(net), 4)}
+    for batch in (len(x), 1):
+        xb = jnp.asarray(x[:batch])
+        times = {"full": [], "narrow": []}
+        for params in (v, small):
+            jax.block_until_ready(apply(params, xb))
+        reps = max(3, steps) * (20 if batch == 1 else 1)
+        for _ in range(reps):
+            for name, params in (("full", v), ("narrow", small)):
+                t = time.perf_counter()
+                jax.block_until_ready(apply(params, xb))
+                times[name].append(time.perf_counter() - t)
+        row[f"batch_{batch}"] = {"full_s": round(min(times["full"]), 5),
+                                 "narrow_s": round(min(times["narrow"]), 5),
+                                 "time_fraction": round(min(times["narrow"])
+                                                        / min(times["full"]), 4)}
+    out["inference_narrow"] = row
+
+
 def ops_rows(net, x, y, steps, out):
     """Full-width gradient with 1x1 convolutions as GEMMs (``subnets.ops.conv``) vs plain
     ``lax.conv_general_dilated``, alternating the two so load changes hit both alike."""
@@ -420,6 +452,7 @@ def main(argv=None) -> dict:
     if not a.lcs_only:
         full_width_rows(net, x, y, steps, peak, out)
         host_memory_rows(net, x, y, steps, peak, out)
+        narrow_rows(net, x, steps, out)
         ops_rows(net, x, y, steps, out)
         graph_forms_rows(steps, out)
     lcs_rows(net, x, y, steps, peak, out, grid=4 if a.quick else None)

@@ -12,7 +12,10 @@ one ran at 15 GFLOP/s instead of 75.
 heap, freed memory stays mapped for the next step, and every thread allocates from that one
 heap (``M_ARENA_MAX`` = 1, which covers XLA's worker threads when set before JAX creates
 them). The process then holds on to its peak memory, which a training or inference loop
-reaches every step anyway.
+reaches every step anyway. The one heap has a cost where compilation dominates: XLA's
+compiler threads then contend for it (a test suite of thousands of tiny programs ran 1.3x
+slower, which is why ``tests/conftest.py`` opts out); one arena per thread without the rest
+lost most of the run-time gain, so the policy keeps both.
 
 ``import subnets`` applies it (:func:`apply_default`), which in the usual order of imports is
 before JAX starts its threads. ``SUBNETS_KEEP_FREED_MEMORY=0`` in the environment opts out;

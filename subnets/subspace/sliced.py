@@ -243,8 +243,9 @@ def choose_step(net: Any, config: LCSConfig, compression: str, *, backend: str |
 
     ``"auto"`` takes the measured rule: on the CPU the sliced step was the faster in every
     run of ``benchmarks/train_speed.py`` (cPreResNet20, the sandwich's four levels: half the
-    executed FLOPs; figures in ``docs/results.md``); elsewhere, where it has not been measured, ``probe()`` decides
-    when given (a timed step of each), else the sliced step (fewer FLOPs). Non-structured
+    executed FLOPs; figures in ``docs/results.md``); elsewhere, where it has not been
+    measured, ``probe()`` decides when given (a timed step of each), else the sliced step
+    (fewer FLOPs). Non-structured
     compressions always use the masked step. The answer is cached per (net, compression,
     backend) and is what :func:`subnets.subspace.fit` records.
     """

@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -79,22 +80,24 @@ def _row(batch, per_step, executed, useful, peak, first):
             "compile_s": round(max(first - per_step, 0.0), 2)}
 
 
+@contextlib.contextmanager
 def _as_filed():
     """What the program ran with when issue 12 was filed: plain ``lax`` convolutions
     (``ops.FORMS`` off) and glibc's allocation defaults (``subnets.cpu`` off)."""
     from subnets import ops
 
-    class Filed:
-        def __enter__(self):
-            self.forms = dict(ops.FORMS)
-            ops.FORMS.update({k: False for k in ops.FORMS})
-            cpu.keep_freed_memory(False)
+    forms, kept = dict(ops.FORMS), cpu.freed_memory_kept()
+    ops.FORMS.update(dict.fromkeys(ops.FORMS, False))
+    cpu.keep_freed_memory(False)
+    try:
+        yield
+    finally:
+        ops.FORMS.update(forms)
+        cpu.keep_freed_memory(kept)
 
-        def __exit__(self, *exc):
-            ops.FORMS.update(self.forms)
-            cpu.keep_freed_memory(True)
 
-    return Filed()
+def _setting(name: str):
+    return _as_filed() if name.endswith("_filed") else contextlib.nullcontext()
 
 
 def lcs_rows(net, x, y, steps, peak, out, grid=None):
@@ -124,13 +127,9 @@ def lcs_rows(net, x, y, steps, peak, out, grid=None):
         t = time.perf_counter()
         if name == "lcs_sliced":  # every grid point's program, compiled up front
             step.precompile(state0, x, y)
-        if name.endswith("_filed"):
-            with _as_filed():
-                state, _ = step(state0, x, y, keys[-1])
-                jax.block_until_ready(state)
-        else:
+        with _setting(name):
             state, _ = step(state0, x, y, keys[-1])
-        jax.block_until_ready(state)
+            jax.block_until_ready(state)
         variants[name] = {"step": step, "state0": state0, "state": state, "alphas": [],
                           "times": [], "compile": time.perf_counter() - t}
 
@@ -158,11 +157,9 @@ def lcs_rows(net, x, y, steps, peak, out, grid=None):
         useful = float(np.mean([sum(6 * macs(a) * len(x) for a in al) for al in alphas]))
         if name == "lcs_sliced":
             executed = float(np.mean([step.flops(v["state0"], al, x, y) for al in alphas]))
-        elif name.endswith("_filed"):
-            with _as_filed():
-                executed = _flops(step._step, v["state0"], x, y, keys[0])
         else:
-            executed = _flops(step._step, v["state0"], x, y, keys[0])
+            with _setting(name):
+                executed = _flops(step._step, v["state0"], x, y, keys[0])
         rows[name] = {**_row(len(x), per, executed, useful, peak, v["compile"]),
                       "programs": step.traces}
     out["lcs"] = rows
@@ -193,6 +190,7 @@ def host_memory_rows(net, x, y, steps, peak, out):
     state = subnets.train.init_state(v, tx)
     runs = {"infer": lambda: infer(v, xd), "train": lambda: step(state, xd, yd)[1]}
     times = {(k, p): [] for k in runs for p in ("kept", "glibc")}
+    kept = cpu.freed_memory_kept()
     faults = dict.fromkeys(times, 0)
     for _ in range(max(3, steps)):
         for policy in ("kept", "glibc"):
@@ -205,7 +203,7 @@ def host_memory_rows(net, x, y, steps, peak, out):
                 jax.block_until_ready(fn())
                 times[k, policy].append(time.perf_counter() - t)
                 faults[k, policy] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-    cpu.keep_freed_memory(True)
+    cpu.keep_freed_memory(kept)
     flops = {"infer": infer.cost_analysis()["flops"],
              "train": _flops(step, state, xd, yd)}
     rows = {}

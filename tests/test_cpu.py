@@ -75,26 +75,16 @@ def test_freed_memory_is_reused_without_faults(restore_policy):
 
 
 _FRESH = r"""
-import ctypes, json, resource, threading
+import json, resource, sys, threading
 import subnets  # applies the policy before JAX starts its threads
 import jax, jax.numpy as jnp
 from subnets import cpu
 
-MB = 1 << 20
-libc = cpu._libc()
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-
-def rounds(who):
-    out = []
-    for _ in range(3):
-        f0 = resource.getrusage(who).ru_minflt
-        p = libc.malloc(96 * MB); ctypes.memset(p, 1, 96 * MB); libc.free(p)
-        out.append(resource.getrusage(who).ru_minflt - f0)
-    return out
+sys.path.insert(0, TESTS)
+from test_cpu import _touch_rounds as rounds
 
 thread = {}
-t = threading.Thread(target=lambda: thread.update(f=rounds(resource.RUSAGE_THREAD)))
+t = threading.Thread(target=lambda: thread.update(f=rounds(3, resource.RUSAGE_THREAD)))
 t.start(); t.join()
 
 x = jnp.ones((64, 64, 64, 32), jnp.float32)
@@ -123,7 +113,8 @@ print(json.dumps({"kept_at_import": cpu.freed_memory_kept(), "thread": thread["f
 def fresh():
     """The policy as a user meets it: a new process that imports subnets first."""
     env = {k: v for k, v in os.environ.items() if k != cpu.ENV}
-    res = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True,
+    code = f"TESTS = {os.path.dirname(os.path.abspath(__file__))!r}\n" + _FRESH
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
